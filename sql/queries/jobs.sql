@@ -1,0 +1,123 @@
+-- name: job_insert
+-- One statement creates the job and, when it is due within a minute, wakes the runners at commit;
+-- a name already taken in the namespace returns no row (the API answers 409).
+WITH created AS (
+    INSERT INTO jobs (
+        id, namespace, name, description, schedule, timezone, start_at, end_at, anchor_at, action,
+        timeout_s, retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+        misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at
+    ) VALUES (
+        %(id)s, %(namespace)s, %(name)s, %(description)s, %(schedule)s, %(timezone)s, %(start_at)s,
+        %(end_at)s, %(anchor_at)s, %(action)s::jsonb, %(timeout_s)s, %(retry_max_attempts)s,
+        %(retry_min_backoff_s)s, %(retry_max_backoff_s)s, %(misfire_policy)s::misfire_policy,
+        %(misfire_grace_s)s, %(misfire_window_s)s, %(overlap)s::overlap_policy, %(paused)s,
+        %(labels)s::jsonb, %(next_run_at)s
+    )
+    ON CONFLICT ON CONSTRAINT jobs_namespace_name_key DO NOTHING
+    RETURNING *
+), wake AS (
+    SELECT pg_notify('scheduler_wake', '') FROM created
+    WHERE created.next_run_at < now() + interval '60 seconds'
+)
+SELECT created.* FROM created LEFT JOIN wake ON true
+
+-- name: job_get
+-- Point lookup by primary key; the namespace check makes another tenant's id look absent.
+SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s
+
+-- name: job_lock
+-- Locks the job for a request that changes it together with its runs (update, trigger, delete);
+-- every writer takes the job row before any of its run rows, so they cannot deadlock.
+SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
+
+-- name: job_list
+-- Keyset pagination on (namespace, id): the cursor is the last id seen, so a deep page costs what
+-- the first does. Filters that are not asked for are passed as always-true values, keeping one plan.
+SELECT * FROM jobs
+WHERE namespace = %(namespace)s
+  AND id > %(after_id)s
+  AND name LIKE %(name_pattern)s
+  AND labels @> %(labels)s::jsonb
+  AND (%(paused)s::boolean IS NULL OR paused = %(paused)s::boolean)
+ORDER BY id
+LIMIT %(limit)s
+
+-- name: job_update
+-- Writes every user-settable column of a locked job and bumps its version (the ETag); wakes the
+-- runners when the new next_run_at is close.
+WITH updated AS (
+    UPDATE jobs SET
+        name = %(name)s,
+        description = %(description)s,
+        schedule = %(schedule)s,
+        timezone = %(timezone)s,
+        start_at = %(start_at)s,
+        end_at = %(end_at)s,
+        anchor_at = %(anchor_at)s,
+        action = %(action)s::jsonb,
+        timeout_s = %(timeout_s)s,
+        retry_max_attempts = %(retry_max_attempts)s,
+        retry_min_backoff_s = %(retry_min_backoff_s)s,
+        retry_max_backoff_s = %(retry_max_backoff_s)s,
+        misfire_policy = %(misfire_policy)s::misfire_policy,
+        misfire_grace_s = %(misfire_grace_s)s,
+        misfire_window_s = %(misfire_window_s)s,
+        overlap = %(overlap)s::overlap_policy,
+        paused = %(paused)s,
+        labels = %(labels)s::jsonb,
+        next_run_at = %(next_run_at)s,
+        updated_at = now(),
+        version = version + 1
+    WHERE id = %(id)s AND namespace = %(namespace)s
+    RETURNING *
+), wake AS (
+    SELECT pg_notify('scheduler_wake', '') FROM updated
+    WHERE updated.next_run_at < now() + interval '60 seconds'
+)
+SELECT updated.* FROM updated LEFT JOIN wake ON true
+
+-- name: job_delete
+-- Removes the job row; its unfinished runs are cancelled by run_cancel_active_for_job first, in
+-- the same transaction. Finished history stays until its partition ages out.
+DELETE FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s RETURNING id
+
+-- name: job_claim_due
+-- The heart of the runner: lock up to `limit` due jobs in slot order, skipping rows another runner
+-- holds. The partial index jobs_due_idx serves both the filter and the order, and the database clock
+-- (now()) decides what is due, whatever the runners' clocks say.
+SELECT
+    j.id, j.namespace, j.name, j.schedule, j.timezone, j.start_at, j.end_at, j.anchor_at,
+    j.next_run_at, j.action, j.timeout_s, j.retry_max_attempts, j.retry_min_backoff_s,
+    j.retry_max_backoff_s, j.misfire_policy, j.misfire_grace_s, j.misfire_window_s, j.overlap,
+    j.active_runs, now() AS db_now
+FROM jobs j
+WHERE j.next_run_at <= now()
+ORDER BY j.next_run_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: job_advance_many
+-- Moves each claimed job to its next slot and counts the runs the claim left unfinished, in one
+-- statement for the whole batch (arrays unnested in step).
+UPDATE jobs j SET
+    next_run_at = u.next_run_at,
+    active_runs = j.active_runs + u.active_delta
+FROM unnest(
+    %(ids)s::uuid[], %(next_run_ats)s::timestamptz[], %(active_deltas)s::integer[]
+) AS u(id, next_run_at, active_delta)
+WHERE j.id = u.id
+
+-- name: job_lock_many
+-- Locks the jobs a batch of run updates touches, in id order, before any run row: every path takes
+-- job rows first and in the same order, so concurrent completions and rescues cannot deadlock.
+SELECT id FROM jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
+
+-- name: job_next_due
+-- How long the runner may sleep: until the earliest slot or pending run, by the database clock.
+SELECT
+    extract(epoch FROM (SELECT min(next_run_at) FROM jobs WHERE next_run_at IS NOT NULL) - now()),
+    extract(epoch FROM (SELECT min(available_at) FROM runs WHERE status = 'pending') - now())
+
+-- name: job_count
+-- The number of jobs a namespace holds, for its quota.
+SELECT count(*) FROM jobs WHERE namespace = %(namespace)s

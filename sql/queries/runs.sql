@@ -1,0 +1,251 @@
+-- name: run_insert_many
+-- Records the fires of one claim batch. Rows that start now get the lease and a fresh fencing
+-- token; the unique constraint on (job, slot, attempt), not luck, is what keeps two runners from
+-- recording one slot twice: a conflicting row is dropped and not returned, so it is not executed.
+INSERT INTO runs (
+    id, job_id, scheduled_for, trigger, attempt, status, runner, lease_token, lease_expires_at,
+    available_at, started_at, finished_at, duration_ms, error
+)
+SELECT
+    u.id, u.job_id, u.scheduled_for, u.trigger, u.attempt, u.status,
+    CASE WHEN u.status = 'running' THEN %(runner)s END,
+    CASE WHEN u.status = 'running' THEN gen_random_uuid() END,
+    CASE WHEN u.status = 'running' THEN now() + make_interval(secs => %(lease_s)s) END,
+    now() + make_interval(secs => u.available_in_s),
+    CASE WHEN u.status <> 'pending' THEN now() END,
+    CASE WHEN u.status NOT IN ('pending', 'running') THEN now() END,
+    CASE WHEN u.status NOT IN ('pending', 'running') THEN 0 END,
+    u.error
+FROM unnest(
+    %(ids)s::uuid[], %(job_ids)s::uuid[], %(scheduled_fors)s::timestamptz[],
+    %(triggers)s::run_trigger[], %(attempts)s::integer[], %(statuses)s::run_status[],
+    %(available_in_s)s::double precision[], %(errors)s::text[]
+) AS u(id, job_id, scheduled_for, trigger, attempt, status, available_in_s, error)
+ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
+RETURNING id, scheduled_for, status, lease_token, started_at
+
+-- name: run_complete_many
+-- Ends a batch of runs with their outcomes. Fenced: a row changes only while it is still running
+-- under the caller's lease token, so a runner that lost its lease cannot overwrite what another
+-- wrote. A NULL token is the rescuer's: it ends the row only if its lease has expired. The jobs of
+-- accepted rows get their last_run and their count of unfinished runs in the same statement; their
+-- rows were locked first by job_lock_many.
+WITH outcome AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(scheduled_fors)s::timestamptz[], %(lease_tokens)s::uuid[],
+        %(statuses)s::run_status[], %(durations_ms)s::integer[], %(http_statuses)s::integer[],
+        %(outputs)s::text[], %(errors)s::text[]
+    ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error)
+), done AS (
+    UPDATE runs r SET
+        status = o.status,
+        finished_at = now(),
+        duration_ms = o.duration_ms,
+        http_status = o.http_status,
+        output = o.output,
+        error = o.error,
+        lease_expires_at = NULL
+    FROM outcome o
+    WHERE r.id = o.id
+      AND r.scheduled_for = o.scheduled_for
+      AND r.status = 'running'
+      AND (r.lease_token = o.lease_token OR (o.lease_token IS NULL AND r.lease_expires_at < now()))
+    RETURNING r.id, r.job_id, r.status, r.scheduled_for, r.finished_at
+), per_job AS (
+    SELECT DISTINCT ON (job_id)
+        job_id, id, status, scheduled_for, finished_at, count(*) OVER (PARTITION BY job_id) AS ended
+    FROM done
+    ORDER BY job_id, scheduled_for DESC
+), jobs_done AS (
+    UPDATE jobs j SET
+        active_runs = greatest(j.active_runs - p.ended, 0),
+        last_run_id = CASE WHEN p.newer THEN p.id ELSE j.last_run_id END,
+        last_run_status = CASE WHEN p.newer THEN p.status ELSE j.last_run_status END,
+        last_run_scheduled_for = CASE WHEN p.newer THEN p.scheduled_for ELSE j.last_run_scheduled_for END,
+        last_run_finished_at = CASE WHEN p.newer THEN p.finished_at ELSE j.last_run_finished_at END
+    FROM (
+        -- An older slot finishing late (overlap "allow") does not replace a newer last_run.
+        SELECT per_job.*, (jj.last_run_scheduled_for IS NULL
+                           OR per_job.scheduled_for >= jj.last_run_scheduled_for) AS newer
+        FROM per_job JOIN jobs jj ON jj.id = per_job.job_id
+    ) p
+    WHERE j.id = p.job_id
+)
+SELECT id FROM done
+
+-- name: run_get
+-- A run by id: the id's UUIDv7 timestamp is its slot, so the bounds on scheduled_for prune the
+-- lookup to one partition; the join on jobs hides other namespaces' runs.
+SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner, r.started_at,
+       r.finished_at, r.duration_ms, r.http_status, r.output, r.error, r.available_at, r.created_at
+FROM runs r
+JOIN jobs j ON j.id = r.job_id
+WHERE r.id = %(id)s
+  AND r.scheduled_for >= %(slot_from)s AND r.scheduled_for < %(slot_to)s
+  AND j.namespace = %(namespace)s
+
+-- name: run_list_for_job
+-- History newest first by (slot, attempt) with a keyset cursor; runs_slot_key serves the order in
+-- each partition and the explicit bound on scheduled_for lets partitions past the cursor be pruned.
+SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+       duration_ms, http_status, output, error, available_at, created_at
+FROM runs
+WHERE job_id = %(job_id)s
+  AND scheduled_for <= %(before_slot)s
+  AND (scheduled_for, attempt) < (%(before_slot)s, %(before_attempt)s)
+  AND (%(status)s::run_status IS NULL OR status = %(status)s::run_status)
+ORDER BY scheduled_for DESC, attempt DESC
+LIMIT %(limit)s
+
+-- name: run_cancel_active_for_job
+-- Ends every pending or running run of a job being deleted (its row is locked by the caller) and
+-- tells their runners at commit, so in-flight calls stop at once instead of at the next heartbeat.
+WITH cancelled AS (
+    UPDATE runs SET
+        status = 'cancelled',
+        finished_at = now(),
+        duration_ms = CASE WHEN started_at IS NOT NULL
+                           THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
+        error = %(reason)s,
+        lease_expires_at = NULL
+    WHERE job_id = %(job_id)s AND status IN ('pending', 'running')
+    RETURNING id
+)
+SELECT id, pg_notify('scheduler_cancel', id::text) FROM cancelled
+
+-- name: run_insert_one
+-- A run made by a request (manual trigger, manual retry): pending and available now, waiting
+-- (available_at NULL) behind a running one, or already final (skipped). Wakes the runners.
+WITH created AS (
+    INSERT INTO runs (
+        id, job_id, scheduled_for, trigger, attempt, status, available_at, started_at, finished_at,
+        duration_ms, error
+    ) VALUES (
+        %(id)s, %(job_id)s, %(scheduled_for)s, %(trigger)s::run_trigger, %(attempt)s,
+        %(status)s::run_status, now() + make_interval(secs => %(available_in_s)s::double precision),
+        CASE WHEN %(status)s::run_status IN ('pending', 'running') THEN NULL ELSE now() END,
+        CASE WHEN %(status)s::run_status IN ('pending', 'running') THEN NULL ELSE now() END,
+        CASE WHEN %(status)s::run_status IN ('pending', 'running') THEN NULL ELSE 0 END,
+        %(error)s
+    )
+    ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
+    RETURNING *
+), wake AS (
+    SELECT pg_notify('scheduler_wake', '') FROM created WHERE created.available_at IS NOT NULL
+)
+SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+       duration_ms, http_status, output, error, available_at, created_at
+FROM created LEFT JOIN wake ON true
+
+-- name: run_cancel
+-- Cancels one unfinished run (the caller holds its job's lock) and tells its runner at commit.
+WITH cancelled AS (
+    UPDATE runs SET
+        status = 'cancelled',
+        finished_at = now(),
+        duration_ms = CASE WHEN started_at IS NOT NULL
+                           THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
+        error = %(reason)s,
+        lease_expires_at = NULL
+    WHERE id = %(id)s AND scheduled_for = %(scheduled_for)s AND status IN ('pending', 'running')
+    RETURNING *
+), told AS (
+    SELECT pg_notify('scheduler_cancel', cancelled.id::text) FROM cancelled
+)
+SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+       duration_ms, http_status, output, error, available_at, created_at
+FROM cancelled LEFT JOIN told ON true
+
+-- name: run_latest_attempt
+-- The newest attempt of a slot: a manual retry must follow it, not an older one.
+SELECT max(attempt) FROM runs WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
+
+-- name: run_promote_queued
+-- Overlap "queue": when the job's running run ends, its waiting run becomes available now.
+WITH promoted AS (
+    UPDATE runs SET available_at = now()
+    WHERE job_id = ANY(%(job_ids)s::uuid[]) AND status = 'pending' AND available_at IS NULL
+    RETURNING id
+)
+SELECT count(*), pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) > 0
+
+-- name: run_has_queued
+-- Whether the job already has a run waiting behind a running one (overlap "queue" keeps one).
+SELECT EXISTS (
+    SELECT 1 FROM runs WHERE job_id = %(job_id)s AND status = 'pending' AND available_at IS NULL
+)
+
+-- name: job_add_active_many
+-- Adjusts the count of unfinished runs of locked jobs after a batch added retries.
+UPDATE jobs j SET active_runs = greatest(j.active_runs + u.delta, 0)
+FROM unnest(%(ids)s::uuid[], %(deltas)s::integer[]) AS u(id, delta)
+WHERE j.id = u.id
+
+-- name: job_add_active
+-- Adjusts the count of unfinished runs of a locked job after a request added or ended some.
+UPDATE jobs SET active_runs = greatest(active_runs + %(delta)s, 0) WHERE id = %(id)s
+
+-- name: run_claim_pending
+-- Starts pending runs whose time has come (retries after their backoff, manual triggers, queued
+-- runs whose predecessor ended), oldest first, skipping rows another runner is taking. Only the run
+-- rows are locked; the job's settings are read alongside for the execution.
+WITH picked AS (
+    SELECT r.id, r.scheduled_for
+    FROM runs r
+    WHERE r.status = 'pending' AND r.available_at <= now()
+    ORDER BY r.available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs r SET
+    status = 'running',
+    runner = %(runner)s,
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+    started_at = now()
+FROM picked p, jobs j
+WHERE r.id = p.id AND r.scheduled_for = p.scheduled_for AND j.id = r.job_id
+RETURNING
+    r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.lease_token, r.started_at, j.namespace,
+    j.name, j.action, j.timeout_s, j.retry_max_attempts, j.retry_min_backoff_s, j.retry_max_backoff_s,
+    j.overlap
+
+-- name: run_heartbeat_many
+-- Renews the leases of runs still executing; a row that is no longer running under the caller's
+-- token is not returned, telling the runner to abandon that call.
+UPDATE runs r SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+FROM unnest(%(ids)s::uuid[], %(scheduled_fors)s::timestamptz[], %(lease_tokens)s::uuid[])
+    AS u(id, scheduled_for, lease_token)
+WHERE r.id = u.id AND r.scheduled_for = u.scheduled_for AND r.lease_token = u.lease_token
+  AND r.status = 'running'
+RETURNING r.id
+
+-- name: run_release_many
+-- Graceful shutdown: runs the runner could not finish go back to pending, available at once, so
+-- another runner starts them now instead of after the lease. Same attempt: it never completed.
+WITH released AS (
+    UPDATE runs r SET
+        status = 'pending',
+        runner = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        started_at = NULL,
+        available_at = now()
+    FROM unnest(%(ids)s::uuid[], %(scheduled_fors)s::timestamptz[], %(lease_tokens)s::uuid[])
+        AS u(id, scheduled_for, lease_token)
+    WHERE r.id = u.id AND r.scheduled_for = u.scheduled_for AND r.lease_token = u.lease_token
+      AND r.status = 'running'
+    RETURNING r.id
+)
+SELECT id, pg_notify('scheduler_wake', '') FROM released
+
+-- name: run_find_expired
+-- The rescuer's sweep: running rows whose lease ran out (their runner died, froze or lost the
+-- database), with what the retry decision needs. The partial index holds only running rows.
+SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.runner, j.retry_max_attempts,
+       j.retry_min_backoff_s, j.retry_max_backoff_s, j.overlap
+FROM runs r
+JOIN jobs j ON j.id = r.job_id
+WHERE r.status = 'running' AND r.lease_expires_at < now()
+ORDER BY r.lease_expires_at
+LIMIT %(limit)s

@@ -1,0 +1,28 @@
+-- name: health_check
+-- Readiness: the cheapest statement that proves the database answers.
+SELECT 1
+
+-- name: listen_wake
+-- Runners sleep until the earliest slot; the API notifies this channel when a job becomes due sooner.
+LISTEN scheduler_wake
+
+-- name: listen_cancel
+-- Carries the id of a cancelled run, so the runner executing it stops the call at once.
+LISTEN scheduler_cancel
+
+-- name: maintenance_try_lock
+-- Only one runner at a time does partition upkeep; the others skip it (transaction-scoped lock).
+SELECT pg_try_advisory_xact_lock(7262019385)
+
+-- name: run_partitions_ensure
+-- Creates the daily partitions of runs from yesterday to `days_ahead` days ahead.
+SELECT run_partitions_ensure(current_date - 1, current_date + %(days_ahead)s::integer)
+
+-- name: run_partitions_drop_expired
+-- Retention as a partition drop, not a DELETE storm: removes days older than the retention.
+SELECT run_partitions_drop_before(current_date - %(retention_days)s::integer)
+
+-- name: lock_timeout_short
+-- Partition DDL needs a brief exclusive lock on runs; rather than queue every runner behind it,
+-- give up after a moment and try again at the next upkeep.
+SET LOCAL lock_timeout = '2s'

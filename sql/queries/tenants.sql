@@ -1,0 +1,43 @@
+-- name: namespace_ensure
+-- Namespaces come into being with their first key (or the first job when auth is off).
+INSERT INTO namespaces (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING
+
+-- name: api_key_insert
+-- Stores only the hash and a short prefix; the key itself is shown once and never again.
+INSERT INTO api_keys (id, namespace, prefix, key_hash, description)
+VALUES (%(id)s, %(namespace)s, %(prefix)s, %(key_hash)s, %(description)s)
+RETURNING id, namespace, prefix, description, created_at, revoked_at
+
+-- name: api_key_lookup
+-- The authentication check: an exact match on the hash of the presented key, not revoked.
+SELECT namespace FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
+
+-- name: api_key_list
+-- Every key, newest first, optionally of one namespace.
+SELECT id, namespace, prefix, description, created_at, revoked_at
+FROM api_keys
+WHERE %(namespace)s::text IS NULL OR namespace = %(namespace)s::text
+ORDER BY created_at DESC
+
+-- name: api_key_revoke
+-- Revocation keeps the row for the audit trail; API processes notice within their cache lifetime.
+UPDATE api_keys SET revoked_at = now()
+WHERE (id::text = %(key)s OR prefix = %(key)s) AND revoked_at IS NULL
+RETURNING id, namespace, prefix, description, created_at, revoked_at
+
+-- name: signing_secret_insert
+-- A new current secret for a namespace. When another process made one first, nothing is inserted
+-- and the caller reads theirs; a rotation expires the current one before calling this.
+INSERT INTO signing_secrets (id, namespace, secret) VALUES (%(id)s, %(namespace)s, %(secret)s)
+ON CONFLICT (namespace) WHERE expires_at IS NULL DO NOTHING
+
+-- name: signing_secret_expire_current
+-- Starts a rotation: the current secret stays valid (and keeps signing) until the grace ends.
+UPDATE signing_secrets SET expires_at = now() + make_interval(secs => %(grace_s)s)
+WHERE namespace = %(namespace)s AND expires_at IS NULL
+
+-- name: signing_secrets_current
+-- The secrets a runner signs a namespace's calls with: every one not yet expired, newest first.
+SELECT secret FROM signing_secrets
+WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now())
+ORDER BY created_at DESC

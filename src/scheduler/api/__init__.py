@@ -1,0 +1,1 @@
+"""The HTTP API: Litestar routes over the store."""

@@ -1,0 +1,86 @@
+"""Authentication: a bearer key names the caller's namespace; SCHEDULER_AUTH=off maps all to `default`."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from scheduler import store
+from scheduler.api.problems import problem_response
+from scheduler.api.state import NAMESPACE_KEY
+from scheduler.config import Settings
+
+DEFAULT_NAMESPACE = "default"
+KEY_PREFIX = "sk_"
+# Paths anyone may read: probes, metrics and the API's own documentation.
+_PUBLIC = ("/healthz", "/readyz", "/metrics", "/docs", "/schema")
+# A looked-up key is trusted this long, so a revocation takes effect within it on every API process.
+_CACHE_TTL_S = 10.0
+_CACHE_MAX = 10_000
+
+
+def new_key() -> str:
+    """Make a key: 256 random bits, URL-safe."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> bytes:
+    """The stored form of a key."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+class AuthMiddleware(ASGIMiddleware):
+    """Resolve the namespace of every request, or answer 401 without saying what was wrong."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self) -> None:
+        """Start with an empty key cache."""
+        self._cache: dict[bytes, tuple[str, float]] = {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Set the namespace on the scope, then pass the request on."""
+        path: str = scope["path"]
+        settings: Settings = scope["app"].state.settings
+        if settings.auth == "off":
+            scope[NAMESPACE_KEY] = DEFAULT_NAMESPACE  # type: ignore[literal-required]
+        elif not path.startswith(_PUBLIC):
+            namespace = await self._namespace(scope)
+            if namespace is None:
+                response = problem_response(
+                    401,
+                    "missing or invalid API key; send Authorization: Bearer <key>",
+                    headers={"WWW-Authenticate": 'Bearer realm="scheduler"'},
+                )
+                await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+                return
+            scope[NAMESPACE_KEY] = namespace  # type: ignore[literal-required]
+        await next_app(scope, receive, send)
+
+    async def _namespace(self, scope: Scope) -> str | None:
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) > 256:  # noqa: PLR2004
+            return None
+        digest = key_hash(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with scope["app"].state.pool.connection() as conn:
+            namespace = await store.api_key_lookup(conn, key_hash=digest)
+        if namespace is not None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (namespace, now + _CACHE_TTL_S)
+        return namespace

@@ -1,0 +1,379 @@
+"""The /jobs resource: create, read, list, update, delete, pause, resume, next runs, history."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from scheduler import overlap, schedule, store
+from scheduler.api.problems import FieldError, ProblemError, invalid, strict_decode
+from scheduler.api.schemas import (
+    JobCreate,
+    JobOut,
+    JobPage,
+    JobPatch,
+    NextRuns,
+    RunOut,
+    RunPage,
+    check_action,
+    check_policies,
+)
+from scheduler.api.state import conn_for, namespace_of
+from scheduler.ids import uuid7
+from scheduler.models import Job, OverlapPolicy, RunStatus, RunTrigger
+from scheduler.schedule import ScheduleError, Timing
+
+
+def timing_of(values: store.JobValues | Job) -> Timing:
+    """The part of a job that decides when it fires."""
+    return Timing(values.schedule, values.timezone, values.anchor_at, values.start_at, values.end_at)
+
+
+def anchor_for(start_at: datetime | None, now: datetime) -> datetime:
+    """Where `@every` counts from: start_at, else now truncated to the second."""
+    return start_at if start_at is not None else now.replace(microsecond=0)
+
+
+def first_fire(values: store.JobValues, now: datetime) -> datetime:
+    """Validate the timing fields together and return the first fire after ``now``."""
+    if values.start_at and values.end_at and values.end_at <= values.start_at:
+        raise invalid("end_at", "must be after start_at")
+    try:
+        return schedule.validate(timing_of(values), now)
+    except ScheduleError as exc:
+        raise invalid(exc.field, str(exc)) from None
+
+
+def check_values(values: store.JobValues) -> None:
+    """Raise a 422 problem listing every field that is wrong."""
+    errors: list[FieldError] = check_action(values.action) + check_policies(values.retry, values.labels)
+    if errors:
+        raise ProblemError(
+            422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors, kind="invalid-request"
+        )
+
+
+def etag(job: Job) -> str:
+    """The strong validator of a job's settable fields."""
+    return f'"{job.version}"'
+
+
+def job_response(job: Job, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[JobOut]:
+    """Render a job with its ETag."""
+    return Response(JobOut.of(job), status_code=status_code, headers={"ETag": etag(job)} | (headers or {}))
+
+
+def encode_cursor(value: str) -> str:
+    """Make a cursor opaque (and URL-safe)."""
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """Undo encode_cursor, answering 400 naming `cursor` when it was not ours."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid("cursor", "is not a cursor this API returned", status=400) from None
+
+
+def _parse_label(label: str | None) -> dict[str, str]:
+    if label is None:
+        return {}
+    key, sep, value = label.partition(":")
+    if not sep or not key:
+        raise invalid("label", "filter labels as key:value", status=400)
+    return {key: value}
+
+
+def _job_not_found(job_id: UUID) -> ProblemError:
+    return ProblemError(404, f"job {job_id} not found", kind="not-found")
+
+
+class JobController(Controller):
+    """Jobs of the caller's namespace."""
+
+    path = "/jobs"
+    tags = ["jobs"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create_job(
+        self, request: Request[Any, Any, Any], data: JSONBody[JobCreate]
+    ) -> Response[JobOut]:
+        """Create a job; its first fire time is computed now and stored as next_run_at."""
+        data = strict_decode(await request.body(), JobCreate)
+        namespace = namespace_of(request)
+        now = datetime.now(UTC)
+        values = store.JobValues(
+            name=data.name,
+            description=data.description,
+            schedule=data.schedule,
+            timezone=data.timezone,
+            start_at=data.start_at,
+            end_at=data.end_at,
+            anchor_at=anchor_for(data.start_at, now),
+            action=data.action,
+            timeout_s=data.timeout_s,
+            retry=data.retry,
+            misfire=data.misfire,
+            overlap=data.overlap,
+            paused=data.paused,
+            labels=data.labels,
+            next_run_at=None,
+        )
+        check_values(values)
+        first = first_fire(values, now)
+        values.next_run_at = None if data.paused else first
+        job_id = uuid7()
+        async with conn_for(request) as conn:
+            job = await store.job_insert(conn, job_id=job_id, namespace=namespace, values=values)
+        if job is None:
+            raise ProblemError(
+                409,
+                f"a job named {data.name!r} already exists in namespace {namespace!r}",
+                errors=[FieldError("name", "already exists")],
+                kind="conflict",
+            )
+        return job_response(job, HTTP_201_CREATED, {"Location": f"/jobs/{job.id}"})
+
+    @get("/")
+    async def list_jobs(
+        self,
+        request: Request[Any, Any, Any],
+        *,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+        name_prefix: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        paused: FromQuery[bool | None] = None,
+        label: FromQuery[str | None] = None,
+    ) -> JobPage:
+        """List jobs in creation order; follow next_cursor for the next page."""
+        after_id: UUID | None = None
+        if cursor is not None:
+            try:
+                after_id = UUID(decode_cursor(cursor))
+            except ValueError:
+                raise invalid("cursor", "is not a cursor this API returned", status=400) from None
+        async with conn_for(request) as conn:
+            jobs = await store.job_list(
+                conn,
+                namespace=namespace_of(request),
+                after_id=after_id,
+                limit=limit,
+                name_prefix=name_prefix,
+                paused=paused,
+                labels=_parse_label(label),
+            )
+        next_cursor = encode_cursor(str(jobs[-1].id)) if len(jobs) == limit else None
+        return JobPage(items=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+
+    @get("/{job_id:uuid}")
+    async def get_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
+        """Return one job."""
+        async with conn_for(request) as conn:
+            job = await store.job_get(conn, namespace=namespace_of(request), job_id=job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        return job_response(job)
+
+    @patch("/{job_id:uuid}")
+    async def update_job(
+        self, request: Request[Any, Any, Any], job_id: FromPath[UUID], data: JSONBody[JobPatch]
+    ) -> Response[JobOut]:
+        """Change some fields; with `If-Match` set to the ETag, refuse the change if someone wrote first."""
+        data = strict_decode(await request.body(), JobPatch)
+        if_match = request.headers.get("if-match")
+        namespace = namespace_of(request)
+        now = datetime.now(UTC)
+        async with conn_for(request) as conn, conn.transaction():
+            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+            if job is None:
+                raise _job_not_found(job_id)
+            if if_match is not None and if_match.strip() not in ("*", etag(job), f"W/{etag(job)}"):
+                raise ProblemError(
+                    412,
+                    f"the job changed: its ETag is now {etag(job)}, not {if_match.strip()}",
+                    kind="precondition-failed",
+                )
+            values = _merge(job, data, now)
+            check_values(values)
+            job = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+            if job is None:  # pragma: no cover - the row is locked
+                raise _job_not_found(job_id)
+        return job_response(job)
+
+    @delete("/{job_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    async def delete_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> None:
+        """Delete a job; its pending and running runs are cancelled, its history stays until retention."""
+        namespace = namespace_of(request)
+        async with conn_for(request) as conn, conn.transaction():
+            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+            if job is None:
+                raise _job_not_found(job_id)
+            await store.run_cancel_active_for_job(conn, job_id=job_id, reason="job deleted")
+            await store.job_delete(conn, namespace=namespace, job_id=job_id)
+
+    @post("/{job_id:uuid}/pause", status_code=200)
+    async def pause_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
+        """Stop firing; next_run_at becomes null. Runs already started go on."""
+        return await self._set_paused(request, job_id, paused=True)
+
+    @post("/{job_id:uuid}/resume", status_code=200)
+    async def resume_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
+        """Fire again from the next slot after now; slots passed while paused are not caught up."""
+        return await self._set_paused(request, job_id, paused=False)
+
+    async def _set_paused(
+        self, request: Request[Any, Any, Any], job_id: FromPath[UUID], *, paused: bool
+    ) -> Response[JobOut]:
+        namespace = namespace_of(request)
+        now = datetime.now(UTC)
+        async with conn_for(request) as conn, conn.transaction():
+            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+            if job is None:
+                raise _job_not_found(job_id)
+            if job.paused != paused:
+                values = _values_of(job)
+                values.paused = paused
+                values.next_run_at = None if paused else schedule.next_fire(timing_of(job), now)
+                updated = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+                job = updated if updated is not None else job
+        return job_response(job)
+
+    @post("/{job_id:uuid}/trigger", status_code=HTTP_202_ACCEPTED)
+    async def trigger_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> RunOut:
+        """Fire the job now as a `manual` run, obeying its overlap policy (a skipped fire is recorded)."""
+        namespace = namespace_of(request)
+        now = datetime.now(UTC)
+        async with conn_for(request) as conn, conn.transaction():
+            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+            if job is None:
+                raise _job_not_found(job_id)
+            has_queued = (
+                job.overlap is OverlapPolicy.QUEUE
+                and job.active_runs > 0
+                and await store.run_has_queued(conn, job_id=job_id)
+            )
+            decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
+            delta = 1
+            status, error = RunStatus.PENDING, None
+            available_in_s: float | None = 0.0
+            if decision is overlap.Decision.SKIP:
+                status, available_in_s, delta = RunStatus.SKIPPED, None, 0
+                error = overlap.SKIP_REASON.format(policy=job.overlap)
+            elif decision is overlap.Decision.QUEUE:
+                available_in_s = None
+            elif decision is overlap.Decision.REPLACE:
+                replaced = await store.run_cancel_active_for_job(
+                    conn, job_id=job_id, reason="replaced by a newer run (overlap policy replace)"
+                )
+                delta -= len(replaced)
+            run = await store.run_insert_one(
+                conn,
+                store.NewRun(
+                    id=uuid7(now),
+                    job_id=job_id,
+                    scheduled_for=now,
+                    trigger=RunTrigger.MANUAL,
+                    attempt=1,
+                    status=status,
+                    available_in_s=available_in_s,
+                    error=error,
+                ),
+            )
+            if run is None:
+                raise ProblemError(409, "the job was triggered at this very instant already", kind="conflict")
+            await store.job_add_active(conn, job_id=job_id, delta=delta)
+        return RunOut.of(run)
+
+    @get("/{job_id:uuid}/next-runs")
+    async def next_runs(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[UUID],
+        count: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+    ) -> NextRuns:
+        """Upcoming fire times from now (or from start_at), ignoring pause."""
+        async with conn_for(request) as conn:
+            job = await store.job_get(conn, namespace=namespace_of(request), job_id=job_id)
+        if job is None:
+            raise _job_not_found(job_id)
+        return NextRuns(next=schedule.fire_times(timing_of(job), datetime.now(UTC), count))
+
+    @get("/{job_id:uuid}/runs")
+    async def list_runs(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[UUID],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[RunStatus | None] = None,
+    ) -> RunPage:
+        """Run history, newest slot first (then newest attempt)."""
+        before: tuple[datetime, int] | None = None
+        if cursor is not None:
+            slot, _, attempt = decode_cursor(cursor).partition("|")
+            try:
+                before = (datetime.fromisoformat(slot), int(attempt))
+            except ValueError:
+                raise invalid("cursor", "is not a cursor this API returned", status=400) from None
+        async with conn_for(request) as conn:
+            job = await store.job_get(conn, namespace=namespace_of(request), job_id=job_id)
+            if job is None:
+                raise _job_not_found(job_id)
+            runs = await store.run_list_for_job(
+                conn, job_id=job_id, before=before, limit=limit, status=status
+            )
+        next_cursor = None
+        if len(runs) == limit:
+            last = runs[-1]
+            next_cursor = encode_cursor(f"{last.scheduled_for.isoformat()}|{last.attempt}")
+        return RunPage(items=[RunOut.of(run) for run in runs], next_cursor=next_cursor)
+
+
+def _values_of(job: Job) -> store.JobValues:
+    return store.JobValues(
+        name=job.name,
+        description=job.description,
+        schedule=job.schedule,
+        timezone=job.timezone,
+        start_at=job.start_at,
+        end_at=job.end_at,
+        anchor_at=job.anchor_at,
+        action=job.action,
+        timeout_s=job.timeout_s,
+        retry=job.retry,
+        misfire=job.misfire,
+        overlap=job.overlap,
+        paused=job.paused,
+        labels=job.labels,
+        next_run_at=job.next_run_at,
+    )
+
+
+_TIMING_FIELDS = ("schedule", "timezone", "start_at", "end_at")
+
+
+def _merge(job: Job, patch: JobPatch, now: datetime) -> store.JobValues:
+    """Apply a patch; recompute next_run_at when a field that decides timing changed."""
+    values = _values_of(job)
+    for field in msgspec.structs.fields(JobPatch):
+        value = getattr(patch, field.name)
+        if value is not msgspec.UNSET:
+            setattr(values, field.name, value)
+    timing_changed = any(getattr(values, name) != getattr(job, name) for name in _TIMING_FIELDS)
+    if timing_changed:
+        if values.start_at != job.start_at or values.schedule != job.schedule:
+            values.anchor_at = anchor_for(values.start_at, now)
+        first = first_fire(values, now)
+        values.next_run_at = None if values.paused else first
+    elif values.paused != job.paused:
+        values.next_run_at = None if values.paused else schedule.next_fire(timing_of(values), now)
+    return values

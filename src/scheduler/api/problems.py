@@ -1,0 +1,192 @@
+"""RFC 9457 problem responses: every error the API returns, in one shape that names the field."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+log = structlog.get_logger("scheduler.api")
+T = TypeVar("T")
+
+PROBLEM_JSON = "application/problem+json"
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+class FieldError(msgspec.Struct):
+    """One thing wrong with the request, and where."""
+
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """The RFC 9457 body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+class ProblemError(Exception):
+    """Raised by handlers to answer with a problem; nothing has been written when it is raised."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Describe the problem; ``kind`` becomes the last part of the type URI."""
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+        self.kind = kind or _slug(HTTPStatus(status).phrase)
+        self.headers = headers or {}
+
+
+def invalid(field: str, message: str, *, status: int = 422) -> ProblemError:
+    """Build the problem for one bad field."""
+    return ProblemError(
+        status, f"{field}: {message}", errors=[FieldError(field, message)], kind="invalid-request"
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    kind: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    """Render a problem."""
+    title = HTTPStatus(status).phrase
+    body = Problem(
+        type=f"https://scheduler.dev/problems/{kind or _slug(title)}",
+        title=title,
+        status=status,
+        detail=detail,
+        errors=errors or [],
+    )
+    return Response(
+        content=msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _field_from(key: str, message: str) -> tuple[str, str]:
+    """Turn Litestar's (key, message) from a msgspec decode into (field path, message)."""
+    field = "" if key in ("data", "body") else key
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:
+        name = unknown.group(1)
+        return (f"{field}.{name}" if field else name), "unknown field"
+    at = _AT_PATH.search(message)
+    if at:
+        message = message[: at.start()]
+        path = at.group(1)
+        field = f"{field}.{path}" if field and path else (path or field)
+    # msgspec writes dict values as `labels[...]` and list items as `items[3]`.
+    field = re.sub(r"\[\.\.\.\]", "", field)
+    field = re.sub(r"\[(\d+)\]", r".\1", field)
+    return field or "body", message
+
+
+def strict_decode(body: bytes, kind: type[T]) -> T:
+    """Decode a request body strictly: Litestar's own pass coerces "30" into 30, which we refuse."""
+    try:
+        return msgspec.json.decode(body, type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        field, message = _field_from("", str(exc))
+        raise ProblemError(
+            422, f"{field}: {message}", errors=[FieldError(field, message)], kind="invalid-request"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ProblemError(
+            400,
+            f"request body is not valid JSON: {exc}",
+            errors=[FieldError("body", str(exc))],
+            kind="malformed-request",
+        ) from None
+
+
+def on_problem(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
+    """Answer a ProblemError raised by a handler."""
+    return problem_response(exc.status, exc.detail, errors=exc.errors, kind=exc.kind, headers=exc.headers)
+
+
+def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    """Answer Litestar's decode and parameter errors: 400 for malformed JSON, 422 for bad values."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors: list[FieldError] = []
+    for item in extra:
+        if isinstance(item, dict):
+            field, message = _field_from(str(item.get("key", "")), str(item.get("message", "")))
+            errors.append(FieldError(field, message))
+    if not errors:
+        detail = str(exc.detail)
+        return problem_response(
+            400,
+            f"request body is not valid JSON: {detail}" if "JSON" in detail else detail,
+            errors=[FieldError("body", detail)],
+            kind="malformed-request",
+        )
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    return problem_response(422, detail, errors=errors, kind="invalid-request")
+
+
+def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Answer routing errors (404, 405, 413 ...) as problems."""
+    status = exc.status_code
+    detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
+    errors: list[FieldError] = []
+    kind = None
+    if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        detail = "request body is larger than 1 MiB"
+        errors = [FieldError("body", detail)]
+    elif status == HTTPStatus.BAD_REQUEST and "JSON" in detail:
+        errors = [FieldError("body", detail)]
+        detail = f"request body is not valid JSON: {detail}"
+        kind = "malformed-request"
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(status, detail, errors=errors, kind=kind, headers=headers)
+
+
+def on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Log an unexpected error with its trace; the client gets a 500 problem without one."""
+    log.error("request_failed", path=request.url.path, method=request.method, exc_info=exc)
+    return problem_response(500, "internal error; the service logged the details")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    ProblemError: on_problem,
+    ValidationException: on_validation,
+    HTTPException: on_http_exception,
+    Exception: on_unhandled,
+}
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "PROBLEM_JSON",
+    "FieldError",
+    "Problem",
+    "ProblemError",
+    "invalid",
+    "problem_response",
+]

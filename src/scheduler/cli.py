@@ -1,0 +1,126 @@
+"""The `scheduler` command: migrate, serve the API, run a runner, manage keys, or run it all locally."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from scheduler import __version__
+from scheduler.config import ConfigError, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"scheduler: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is None:
+        print("scheduler: SCHEDULER_DATABASE_URL is not set", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    return settings.database_url
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    """Apply pending migrations."""
+    from scheduler.logs import configure_logging  # noqa: PLC0415 - keep `scheduler --help` fast
+    from scheduler.migrate import migrate  # noqa: PLC0415
+
+    settings = _settings()
+    configure_logging(settings)
+    applied = migrate(_database_url(settings))
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else "; up to date"))  # noqa: T201
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn  # noqa: PLC0415
+
+    from scheduler.logs import configure_logging  # noqa: PLC0415
+
+    settings = _settings()
+    _database_url(settings)
+    configure_logging(settings)
+    uvicorn.run(
+        "scheduler.api.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.api_workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_runner(_: argparse.Namespace) -> int:
+    """Run one runner in this process."""
+    from scheduler.runner.service import main  # noqa: PLC0415
+
+    main()
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Run everything locally (what `make run` does)."""
+    from scheduler.devserver import run_dev  # noqa: PLC0415
+
+    return run_dev(host=args.host, port=args.port)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys."""
+    from scheduler.keys import keys_command  # noqa: PLC0415
+
+    return asyncio.run(keys_command(args, _database_url(_settings())))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="scheduler", description="Job scheduler on PostgreSQL row locks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", help="listen address (SCHEDULER_HOST)")
+    api.add_argument("--port", type=int, help="listen port (SCHEDULER_PORT)")
+    api.add_argument("--workers", type=int, help="uvicorn worker processes (SCHEDULER_API_WORKERS)")
+    api.set_defaults(func=cmd_api)
+
+    sub.add_parser("runner", help="run one runner (same as python -m scheduler.runner)").set_defaults(
+        func=cmd_runner
+    )
+
+    dev = sub.add_parser("dev", help="embedded database + migrate + API + one runner, for local use")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(func=cmd_dev)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key for a namespace (printed once)")
+    create.add_argument("--namespace", required=True)
+    create.add_argument("--description", default="")
+    listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--namespace")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key")
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `scheduler` console script."""
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

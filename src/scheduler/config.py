@@ -1,0 +1,129 @@
+"""Settings read from `SCHEDULER_*` environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Literal, TypeAlias
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A `SCHEDULER_*` variable holds a value the service cannot use; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of the service; the field names are the variables without the `SCHEDULER_` prefix."""
+
+    database_url: str | None = None
+    """PostgreSQL connection string; None means the embedded server (make run, tests)."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_workers: int = 1
+    auth: Literal["required", "off"] = "required"
+    http_allow_nets: tuple[Network, ...] = ()
+    """Networks outbound calls may reach despite the address rules."""
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: int | None = None
+    runner_concurrency: int = 100
+    """HTTP actions in flight per runner."""
+    claim_batch: int = 500
+    """Most due jobs claimed in one transaction."""
+    poll_interval_s: float = 1.0
+    """Longest sleep between claims when nothing is due sooner and no notification arrives."""
+    lease_s: float = 30.0
+    """How long a claimed run stays owned without a heartbeat."""
+    shutdown_grace_s: float = 30.0
+    run_retention_days: int = 30
+    db_pool_max: int = 16
+    """Most database connections one API worker opens."""
+    runner_name: str = ""
+    """How a runner names itself in run rows; host:pid unless set."""
+
+    def runner_id(self) -> str:
+        """Return the name this runner process writes into the runs it owns."""
+        return self.runner_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+_PREFIX = "SCHEDULER_"
+
+# Integer and float settings and the inclusive range each accepts.
+_INT_RANGES: Mapping[str, tuple[int, int]] = {
+    "port": (1, 65535),
+    "api_workers": (1, 64),
+    "metrics_port": (1, 65535),
+    "runner_concurrency": (1, 10_000),
+    "claim_batch": (1, 10_000),
+    "run_retention_days": (1, 3650),
+    "db_pool_max": (1, 1000),
+}
+_FLOAT_RANGES: Mapping[str, tuple[float, float]] = {
+    "poll_interval_s": (0.01, 60.0),
+    "lease_s": (1.0, 3600.0),
+    "shutdown_grace_s": (0.0, 3600.0),
+}
+
+
+def _parse_nets(name: str, raw: str) -> tuple[Network, ...]:
+    nets: list[Network] = []
+    for part in raw.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {item!r} is not a CIDR network ({exc})") from None
+    return tuple(nets)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment, raising ConfigError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for field in fields(Settings):
+        name = _PREFIX + field.name.upper()
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        if field.name in _INT_RANGES:
+            low, high = _INT_RANGES[field.name]
+            try:
+                number = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+            if not low <= number <= high:
+                raise ConfigError(f"{name}: must be between {low} and {high}, got {number}")
+            values[field.name] = number
+        elif field.name in _FLOAT_RANGES:
+            low_f, high_f = _FLOAT_RANGES[field.name]
+            try:
+                real = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+            if not low_f <= real <= high_f:
+                raise ConfigError(f"{name}: must be between {low_f:g} and {high_f:g}, got {raw}")
+            values[field.name] = real
+        elif field.name == "http_allow_nets":
+            values[field.name] = _parse_nets(name, raw)
+        elif field.name in _CHOICES:
+            choice = raw.strip().lower()
+            if choice not in _CHOICES[field.name]:
+                raise ConfigError(f"{name}: must be one of {', '.join(_CHOICES[field.name])}, got {raw!r}")
+            values[field.name] = choice
+        else:
+            values[field.name] = raw
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "auth": ("required", "off"),
+    "log_format": ("json", "console"),
+    "log_level": ("debug", "info", "warning", "error"),
+}

@@ -1,0 +1,126 @@
+"""`scheduler dev` (what `make run` starts): embedded PostgreSQL, migrations, the API and one runner.
+
+Every child runs in this process group; Ctrl-C (or SIGTERM) stops the children, then the database,
+and leaves no stray process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from scheduler.config import ConfigError, load_settings
+from scheduler.embedded import EmbeddedUnavailableError
+from scheduler.embedded import start as start_embedded
+from scheduler.embedded import stop as stop_embedded
+from scheduler.migrate import migrate
+
+DATA_DIR = Path(".scheduler") / "pgdata"
+STOP_TIMEOUT_S = 15.0
+_EXAMPLE = (
+    "curl -s -X POST http://{host}:{port}/jobs -H 'content-type: application/json' -d "
+    '\'{{"name": "hello", "schedule": "@every 1s", '
+    '"action": {{"type": "log", "payload": {{"msg": "hello"}}}}}}\''
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # noqa: T201
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own local URL
+                if response.status == 200:  # noqa: PLR2004
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_dev(*, host: str, port: int) -> int:
+    """Start everything, print how to use it, and wait for Ctrl-C."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _say(f"scheduler dev: {exc}")
+        return 2
+    server = None
+    url = settings.database_url
+    if url is None:
+        try:
+            url, server = start_embedded(DATA_DIR.resolve())
+        except EmbeddedUnavailableError as exc:
+            _say(f"scheduler dev: {exc}")
+            return 2
+        _say(f"embedded PostgreSQL running, data in {DATA_DIR}/")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        applied = migrate(url)
+        _say(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
+        env = dict(os.environ)
+        env["SCHEDULER_DATABASE_URL"] = url
+        env.setdefault("SCHEDULER_AUTH", "off")
+        env.setdefault("SCHEDULER_LOG_FORMAT", "console")
+        env.setdefault("SCHEDULER_HTTP_ALLOW_NETS", "127.0.0.0/8,::1/128")
+        if env["SCHEDULER_AUTH"] == "off":
+            _say("warning: SCHEDULER_AUTH=off: every request acts on the 'default' namespace")
+        api = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "scheduler", "api", "--host", host, "--port", str(port)], env=env
+        )
+        children["api"] = api
+        children["runner"] = subprocess.Popen([sys.executable, "-m", "scheduler.runner"], env=env)
+        if not _wait_healthy(f"http://{host}:{port}/healthz", api):
+            _say("scheduler dev: the API did not come up; see the messages above")
+            return 1
+        _say("")
+        _say(f"  API docs:   http://{host}:{port}/docs")
+        _say("  create a job that logs every second:")
+        _say("  " + _EXAMPLE.format(host=host, port=port))
+        _say(f"  then:       curl -s http://{host}:{port}/jobs")
+        _say("  Ctrl-C stops everything.")
+        _say("")
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    _say(f"scheduler dev: the {name} exited with status {child.returncode}; stopping")
+                    return 1
+            time.sleep(0.2)
+        _say("stopping…")
+        return 0
+    finally:
+        _stop(children)
+        if server is not None:
+            stop_embedded(server)
+            _say("embedded PostgreSQL stopped")

@@ -1,0 +1,65 @@
+"""Apply `sql/migrations/NNNN_name.sql` in order, each once, under an advisory lock."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from scheduler import db
+from scheduler.queries import q, sql_dir
+
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+log = structlog.get_logger("scheduler.migrate")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration file."""
+
+    version: int
+    name: str
+    path: Path
+
+
+def available() -> list[Migration]:
+    """Return the migrations shipped with the code, in version order."""
+    found: list[Migration] = []
+    for path in sorted((sql_dir() / "migrations").glob("*.sql")):
+        match = _FILE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError("two migration files share a version number")
+    return found
+
+
+def migrate(url: str) -> list[int]:
+    """Apply every pending migration; return the versions applied now (empty when up to date).
+
+    Each migration runs in its own transaction together with its ledger row. The advisory lock makes
+    concurrent calls (several containers starting at once) safe: the later ones wait, then skip.
+    """
+    applied_now: list[int] = []
+    with db.connect_sync(url, application_name="scheduler-migrate") as conn:
+        conn.execute(q("migration_lock"))
+        try:
+            conn.execute(q("migration_table_create"))
+            done = {row[0] for row in conn.execute(q("migration_applied_versions")).fetchall()}
+            for migration in available():
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.path.read_bytes())
+                    conn.execute(
+                        q("migration_record"), {"version": migration.version, "name": migration.name}
+                    )
+                applied_now.append(migration.version)
+                log.info("migration_applied", version=migration.version, migration=migration.name)
+        finally:
+            conn.execute(q("migration_unlock"))
+    return applied_now

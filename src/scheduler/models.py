@@ -1,0 +1,162 @@
+"""Domain types shared by the store, the API and the runner; enums mirror the SQL enums."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+# ------------------------------------------------------------------------------------------ enums
+
+
+class RunStatus(StrEnum):
+    """SQL enum run_status: where a run is in its life (drawn in the README)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    LOST = "lost"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the run has ended and will never change again."""
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+RETRYABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST})
+
+
+class RunTrigger(StrEnum):
+    """SQL enum run_trigger: why a run exists."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    RETRY = "retry"
+    CATCHUP = "catchup"
+
+
+class MisfirePolicy(StrEnum):
+    """SQL enum misfire_policy: what to do with slots no runner claimed in time."""
+
+    SKIP = "skip"
+    ONCE = "once"
+    ALL = "all"
+
+
+class OverlapPolicy(StrEnum):
+    """SQL enum overlap_policy: what a fire does while the job's previous run still runs."""
+
+    SKIP = "skip"
+    ALLOW = "allow"
+    QUEUE = "queue"
+    REPLACE = "replace"
+
+
+# ------------------------------------------------------------------------- actions and policies
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class HttpAction(msgspec.Struct, tag="http", tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Call a URL; the run succeeds when the status is in success_codes."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    method: HttpMethod = "POST"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    body: Any = None
+    """Sent as JSON, or as-is when a string; omitted when null."""
+    success_codes: str = "2xx"
+    """Comma-separated status codes or classes, e.g. `2xx` or `200,202,3xx`."""
+    follow_redirects: bool = False
+    """Redirects are not followed unless a job opts in; each hop is checked like the first."""
+
+
+class LogAction(msgspec.Struct, tag="log", tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Write the payload as one structured log event; the run succeeds."""
+
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+Action = HttpAction | LogAction
+
+
+class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Attempts per slot and the bounds of the exponential backoff (full jitter) between them."""
+
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    min_backoff_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 1.0
+    max_backoff_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
+
+
+class Misfire(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How slots that no runner claimed within grace_s are treated."""
+
+    policy: MisfirePolicy = MisfirePolicy.ONCE
+    grace_s: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 5
+    window_s: Annotated[int, msgspec.Meta(ge=1, le=604_800)] = 3600
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+class LastRun(msgspec.Struct, kw_only=True):
+    """The newest finished run of a job, kept on the job row."""
+
+    id: UUID
+    status: RunStatus
+    scheduled_for: datetime
+    finished_at: datetime | None
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """A job as stored."""
+
+    id: UUID
+    namespace: str
+    name: str
+    description: str
+    schedule: str
+    timezone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    anchor_at: datetime
+    action: Action
+    timeout_s: int
+    retry: RetryPolicy
+    misfire: Misfire
+    overlap: OverlapPolicy
+    paused: bool
+    labels: dict[str, str]
+    next_run_at: datetime | None
+    active_runs: int
+    last_run: LastRun | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class Run(msgspec.Struct, kw_only=True):
+    """A run as stored: one attempt at one slot of one job."""
+
+    id: UUID
+    job_id: UUID
+    scheduled_for: datetime
+    trigger: RunTrigger
+    attempt: int
+    status: RunStatus
+    runner: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    http_status: int | None
+    output: str | None
+    error: str | None
+    available_at: datetime | None
+    created_at: datetime

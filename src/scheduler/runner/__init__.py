@@ -1,0 +1,1 @@
+"""Runner processes: `python -m scheduler.runner` claims and executes due jobs."""

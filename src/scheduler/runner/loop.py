@@ -1,0 +1,717 @@
+"""The runner's cycle: claim due work, execute it with no connection held, complete it under a lease.
+
+1. **Claim** — one short transaction locks due jobs with ``FOR UPDATE SKIP LOCKED``, applies the
+   misfire and overlap policies, moves each job to its next slot and records one run row per
+   (job, slot) with a lease and a fencing token. Pending runs (retries, manual triggers, queued runs)
+   are started the same way.
+2. **Execute** — actions run concurrently as tasks, holding no database connection; ``log`` actions
+   finish inline. Each attempt is cut off at the job's ``timeout_s``.
+3. **Complete** — outcomes are written in batches, fenced by the lease token, and failed attempts
+   get their next attempt after a jittered backoff.
+
+Beside the cycle, small services keep the promises: heartbeats renew the leases of calls still
+running, the rescuer ends runs whose lease ran out, the listener wakes the loop on LISTEN/NOTIFY and
+stops cancelled calls, and partition upkeep creates and drops the daily run partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+import httpx
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from scheduler import db, misfire, overlap, store
+from scheduler.config import Settings
+from scheduler.ids import uuid7
+from scheduler.models import Action, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.runner.actions import Attempt, Result, is_local, run_http_action, run_log_action
+from scheduler.schedule import ScheduleError, Timing
+from scheduler.webhooks import new_secret
+
+log = structlog.get_logger("scheduler.runner")
+
+DB_ERRORS = (psycopg.OperationalError, psycopg.errors.AdminShutdown, PoolTimeout)
+COMPLETE_BATCH = 1000
+RESCUE_BATCH = 500
+UPKEEP_INTERVAL_S = 3600.0
+PARTITION_DAYS_AHEAD = 7
+# When due rows exist but other runners hold them, look again this soon.
+_CONTENDED_SLEEP_S = 0.01
+_RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST})
+
+
+def backoff_s(retry: RetryPolicy, failed_attempt: int) -> float:
+    """Delay before the attempt after ``failed_attempt``: exponential, full jitter in [min, cap]."""
+    cap = min(retry.max_backoff_s, retry.min_backoff_s * 2 ** (failed_attempt - 1))
+    return random.uniform(retry.min_backoff_s, max(cap, retry.min_backoff_s))
+
+
+class StopReason(StrEnum):
+    """Why an executing call was stopped before it finished."""
+
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease_lost"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(slots=True)
+class Work:
+    """A run this runner owns and executes."""
+
+    attempt: Attempt
+    lease: store.Lease
+    action: Action
+    retry: RetryPolicy
+    overlap: OverlapPolicy
+    trigger: RunTrigger
+    started_at: datetime
+
+
+@dataclass(slots=True)
+class Finished:
+    """An attempt's outcome waiting to be written."""
+
+    outcome: store.Outcome
+    attempt: int
+    retry: RetryPolicy
+    overlap: OverlapPolicy
+
+
+@dataclass(slots=True)
+class _InFlight:
+    work: Work
+    task: asyncio.Task[None]
+    stop_reason: StopReason | None = None
+
+
+@dataclass(slots=True)
+class ClaimCounts:
+    """What one claim transaction did."""
+
+    jobs: int = 0
+    started: int = 0
+    skipped: int = 0
+    queued: int = 0
+    catchup: int = 0
+    limit: int = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether the claim took all it was allowed to, so more may be due right now."""
+        return self.limit > 0 and self.jobs >= self.limit
+
+
+@dataclass(slots=True)
+class CompleteCounts:
+    """What one completion transaction did."""
+
+    written: int = 0
+    refused: int = 0
+    retries: int = 0
+    accepted: set[UUID] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Backoff:
+    """Exponential backoff for database trouble: 0.5 s doubling to 10 s."""
+
+    delay: float = 0.0
+    failures: int = field(default=0)
+
+    def next(self) -> float:
+        self.failures += 1
+        self.delay = min(10.0, 0.5 * 2 ** (self.failures - 1))
+        return self.delay
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.delay = 0.0
+
+
+class SigningKeys:
+    """Each namespace's signing secrets, cached briefly; a namespace without one gets one."""
+
+    TTL_S = 30.0
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        """Start with an empty cache."""
+        self._pool = pool
+        self._cache: dict[str, tuple[list[str], float]] = {}
+
+    async def for_namespace(self, namespace: str) -> list[str]:
+        """The secrets to sign a call of ``namespace`` with (a stale copy if the database is away)."""
+        cached = self._cache.get(namespace)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            async with self._pool.connection() as conn:
+                found = await store.signing_secrets_current(conn, namespace=namespace)
+                if not found:
+                    async with conn.transaction():
+                        await store.signing_secret_create(
+                            conn, namespace=namespace, secret=new_secret(), grace_s=None
+                        )
+                    found = await store.signing_secrets_current(conn, namespace=namespace)
+        except DB_ERRORS:
+            if cached is not None:
+                return cached[0]
+            raise
+        self._cache[namespace] = (found, now + self.TTL_S)
+        return found
+
+
+class Runner:
+    """One runner process's worth of claiming, executing and completing."""
+
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool, client: httpx.AsyncClient) -> None:
+        """Wire the runner to its pool (a few connections) and its HTTP client."""
+        if settings.database_url is None:
+            raise ValueError("the runner needs SCHEDULER_DATABASE_URL")
+        self.settings = settings
+        self.pool = pool
+        self.client = client
+        self.name = settings.runner_id()
+        self.log = log.bind(runner=self.name)
+        self._inflight: dict[UUID, _InFlight] = {}
+        self._finished: list[Finished] = []
+        self._finished_ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._busy_slots = 0
+        self._stopping = False
+        self.signing = SigningKeys(pool)
+        self.sweep_interval_s = max(0.2, min(5.0, settings.lease_s / 3))
+        self.heartbeat_interval_s = max(0.2, settings.lease_s / 3)
+
+    # ------------------------------------------------------------------------------ 1. claim
+
+    def _free_slots(self) -> int:
+        return self.settings.runner_concurrency - self._busy_slots
+
+    async def claim_due_once(self) -> ClaimCounts:
+        """Claim and record one batch of due fires, then start executing them."""
+        limit = min(self.settings.claim_batch, self._free_slots())
+        counts = ClaimCounts(limit=limit)
+        if limit <= 0:
+            return counts
+        async with self.pool.connection() as conn, conn.transaction():
+            due, now = await store.job_claim_due(conn, limit=limit)
+            if not due or now is None:
+                return counts
+            counts.jobs = len(due)
+            runs, advances, owners = await self._plan(conn, due, now, counts)
+            await store.job_advance_many(conn, advances)
+            inserted = await store.run_insert_many(
+                conn, runs, runner=self.name, lease_s=self.settings.lease_s
+            )
+        works: list[Work] = []
+        for row in inserted:
+            if row.status is not RunStatus.RUNNING or row.lease_token is None or row.started_at is None:
+                continue
+            job, trigger = owners[row.id]
+            works.append(
+                Work(
+                    attempt=Attempt(
+                        run_id=row.id,
+                        job_id=job.id,
+                        namespace=job.namespace,
+                        job_name=job.name,
+                        scheduled_for=row.scheduled_for,
+                        attempt=1,
+                        timeout_s=job.timeout_s,
+                    ),
+                    lease=store.Lease(
+                        run_id=row.id, scheduled_for=row.scheduled_for, lease_token=row.lease_token
+                    ),
+                    action=job.action,
+                    retry=job.retry,
+                    overlap=job.overlap,
+                    trigger=trigger,
+                    started_at=row.started_at,
+                )
+            )
+        self._dispatch(works)
+        return counts
+
+    async def _plan(
+        self, conn: db.AsyncConn, due: Sequence[store.DueJob], now: datetime, counts: ClaimCounts
+    ) -> tuple[list[store.NewRun], list[store.Advance], dict[UUID, tuple[store.DueJob, RunTrigger]]]:
+        """Apply misfire and overlap policies to each locked job (inside the claim transaction)."""
+        runs: list[store.NewRun] = []
+        advances: list[store.Advance] = []
+        owners: dict[UUID, tuple[store.DueJob, RunTrigger]] = {}
+        for job in due:
+            timing = Timing(job.schedule, job.timezone, job.anchor_at, job.start_at, job.end_at)
+            try:
+                slots = misfire.plan(timing, job.misfire, job.next_run_at, now)
+            except ScheduleError as exc:
+                # The zone database changed under a stored job: stop it rather than the runner.
+                self.log.error(  # noqa: TRY400 - a trace adds nothing to a bad expression
+                    "job_schedule_broken", job_id=str(job.id), error=str(exc)
+                )
+                advances.append(store.Advance(job_id=job.id, next_run_at=None, active_delta=0))
+                continue
+            delta = 0
+            if slots.fires:
+                has_queued = (
+                    job.overlap is OverlapPolicy.QUEUE
+                    and job.active_runs > 0
+                    and await store.run_has_queued(conn, job_id=job.id)
+                )
+                decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
+                if decision is overlap.Decision.REPLACE:
+                    replaced = await store.run_cancel_active_for_job(
+                        conn, job_id=job.id, reason="replaced by a newer run (overlap policy replace)"
+                    )
+                    delta -= len(replaced)
+                for index, fire in enumerate(slots.fires):
+                    status, available_in_s, error = RunStatus.RUNNING, None, None
+                    if decision is overlap.Decision.SKIP or (
+                        decision is overlap.Decision.QUEUE and index > 0
+                    ):
+                        status, error = RunStatus.SKIPPED, overlap.SKIP_REASON.format(policy=job.overlap)
+                        counts.skipped += 1
+                    elif decision is overlap.Decision.QUEUE:
+                        status = RunStatus.PENDING
+                        counts.queued += 1
+                    else:
+                        counts.started += 1
+                    if status is not RunStatus.SKIPPED:
+                        delta += 1
+                    if fire.trigger is RunTrigger.CATCHUP:
+                        counts.catchup += 1
+                    run_id = uuid7(fire.slot)
+                    owners[run_id] = (job, fire.trigger)
+                    runs.append(
+                        store.NewRun(
+                            id=run_id,
+                            job_id=job.id,
+                            scheduled_for=fire.slot,
+                            trigger=fire.trigger,
+                            attempt=1,
+                            status=status,
+                            available_in_s=available_in_s,
+                            error=error,
+                        )
+                    )
+            advances.append(store.Advance(job_id=job.id, next_run_at=slots.next_run_at, active_delta=delta))
+        return runs, advances, owners
+
+    async def claim_pending_once(self) -> int:
+        """Start pending runs whose time has come (retries, manual triggers, queued runs)."""
+        limit = min(self.settings.claim_batch, self._free_slots())
+        if limit <= 0:
+            return 0
+        async with self.pool.connection() as conn:
+            claimed = await store.run_claim_pending(
+                conn, limit=limit, runner=self.name, lease_s=self.settings.lease_s
+            )
+        self._dispatch(
+            [
+                Work(
+                    attempt=Attempt(
+                        run_id=c.run_id,
+                        job_id=c.job_id,
+                        namespace=c.namespace,
+                        job_name=c.job_name,
+                        scheduled_for=c.scheduled_for,
+                        attempt=c.attempt,
+                        timeout_s=c.timeout_s,
+                    ),
+                    lease=store.Lease(
+                        run_id=c.run_id, scheduled_for=c.scheduled_for, lease_token=c.lease_token
+                    ),
+                    action=c.action,
+                    retry=c.retry,
+                    overlap=c.overlap,
+                    trigger=c.trigger,
+                    started_at=c.started_at,
+                )
+                for c in claimed
+            ]
+        )
+        return len(claimed)
+
+    # ---------------------------------------------------------------------------- 2. execute
+
+    def _dispatch(self, works: Sequence[Work]) -> None:
+        for work in works:
+            if is_local(work.action):
+                self._finish(work, run_log_action(work.action, work.attempt, self.name))  # type: ignore[arg-type]
+                continue
+            self._busy_slots += 1
+            task = asyncio.create_task(self._execute(work), name=f"run-{work.attempt.run_id}")
+            self._inflight[work.attempt.run_id] = _InFlight(work=work, task=task)
+
+    async def _execute(self, work: Work) -> None:
+        run_id = work.attempt.run_id
+        try:
+            secrets = await self.signing.for_namespace(work.attempt.namespace)
+            result = await run_http_action(self.client, work.action, work.attempt, secrets)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            entry = self._inflight.get(run_id)
+            reason = entry.stop_reason if entry else None
+            self.log.info(
+                "run_stopped",
+                job_id=str(work.attempt.job_id),
+                run_id=str(run_id),
+                reason=str(reason or StopReason.SHUTDOWN),
+            )
+            if reason is StopReason.SHUTDOWN:
+                return  # the shutdown hands the run back; keep its entry for that
+            self._release_slot(run_id)
+            return
+        except Exception as exc:
+            result = Result(status=RunStatus.FAILED, duration_ms=0, error=f"{type(exc).__name__}: {exc}")
+        self._release_slot(run_id)
+        self._finish(work, result)
+
+    def _release_slot(self, run_id: UUID) -> None:
+        if self._inflight.pop(run_id, None) is not None:
+            self._busy_slots -= 1
+            if self._busy_slots == self.settings.runner_concurrency - 1:
+                self._wake.set()  # the claim loop may have been waiting for a free slot
+
+    def _finish(self, work: Work, result: Result) -> None:
+        attempt = work.attempt
+        if result.status is not RunStatus.SUCCEEDED:
+            self.log.info(
+                "run_failed",
+                job_id=str(attempt.job_id),
+                run_id=str(attempt.run_id),
+                attempt=attempt.attempt,
+                status=str(result.status),
+                http_status=result.http_status,
+                error=result.error,
+            )
+        self._finished.append(
+            Finished(
+                outcome=store.Outcome(
+                    run_id=attempt.run_id,
+                    job_id=attempt.job_id,
+                    scheduled_for=attempt.scheduled_for,
+                    lease_token=work.lease.lease_token,
+                    status=result.status,
+                    duration_ms=result.duration_ms,
+                    http_status=result.http_status,
+                    output=result.output,
+                    error=result.error,
+                ),
+                attempt=attempt.attempt,
+                retry=work.retry,
+                overlap=work.overlap,
+            )
+        )
+        self._finished_ready.set()
+
+    def stop_local(self, run_id: UUID, reason: StopReason) -> bool:
+        """Stop an executing call (cancel notified, lease lost, shutdown); False if not ours."""
+        entry = self._inflight.get(run_id)
+        if entry is None or entry.task.done():
+            return False
+        entry.stop_reason = reason
+        entry.task.cancel()
+        return True
+
+    # --------------------------------------------------------------------------- 3. complete
+
+    async def complete(self, finished: Sequence[Finished]) -> CompleteCounts:
+        """Write outcomes (fenced) and schedule the retries they call for, in one transaction."""
+        counts = CompleteCounts()
+        if not finished:
+            return counts
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.job_lock_many(conn, [f.outcome.job_id for f in finished])
+            accepted = await store.run_complete_many(conn, [f.outcome for f in finished])
+            retries: list[store.NewRun] = []
+            queue_jobs: set[UUID] = set()
+            for item in finished:
+                outcome = item.outcome
+                if outcome.run_id not in accepted:
+                    continue
+                if item.overlap is OverlapPolicy.QUEUE:
+                    queue_jobs.add(outcome.job_id)
+                if outcome.status in _RETRYABLE and item.attempt < item.retry.max_attempts:
+                    retries.append(
+                        store.NewRun(
+                            id=uuid7(outcome.scheduled_for),
+                            job_id=outcome.job_id,
+                            scheduled_for=outcome.scheduled_for,
+                            trigger=RunTrigger.RETRY,
+                            attempt=item.attempt + 1,
+                            status=RunStatus.PENDING,
+                            available_in_s=backoff_s(item.retry, item.attempt),
+                        )
+                    )
+            if retries:
+                inserted = await store.run_insert_many(
+                    conn, retries, runner=self.name, lease_s=self.settings.lease_s
+                )
+                made = {row.id for row in inserted}
+                deltas: dict[UUID, int] = {}
+                for retry in retries:
+                    if retry.id in made:
+                        deltas[retry.job_id] = deltas.get(retry.job_id, 0) + 1
+                await store.job_add_active_many(conn, deltas)
+                counts.retries = len(made)
+            if queue_jobs:
+                await store.run_promote_queued(conn, job_ids=sorted(queue_jobs))
+        counts.accepted = accepted
+        counts.written = len(accepted)
+        counts.refused = len(finished) - len(accepted)
+        if counts.refused:
+            for item in finished:
+                if item.outcome.run_id not in accepted and item.outcome.lease_token is not None:
+                    self.log.warning(
+                        "run_completion_refused",
+                        job_id=str(item.outcome.job_id),
+                        run_id=str(item.outcome.run_id),
+                        reason="the run is no longer ours (cancelled, or rescued after our lease ran out)",
+                    )
+        return counts
+
+    async def flush_finished(self) -> int:
+        """Write every outcome gathered so far; return how many were taken."""
+        taken = 0
+        while self._finished:
+            batch = self._finished[:COMPLETE_BATCH]
+            await self._with_deadlock_retry(lambda batch=batch: self.complete(batch))  # type: ignore[misc]
+            del self._finished[: len(batch)]
+            taken += len(batch)
+        return taken
+
+    async def _with_deadlock_retry(self, action: Callable[[], Awaitable[object]]) -> None:
+        for tries in range(5):
+            try:
+                await action()
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if tries == 4:  # noqa: PLR2004
+                    raise
+                await asyncio.sleep(0.01 * (tries + 1))
+            else:
+                return
+
+    # ------------------------------------------------------------------ services beside the cycle
+
+    async def heartbeat_once(self) -> tuple[int, int]:
+        """Renew the leases of executing calls; stop those whose lease is gone. Returns (renewed, lost)."""
+        leases = [entry.work.lease for entry in self._inflight.values() if not entry.task.done()]
+        if not leases:
+            return 0, 0
+        async with self.pool.connection() as conn:
+            kept = await store.run_heartbeat_many(conn, leases, lease_s=self.settings.lease_s)
+        lost = 0
+        for lease in leases:
+            if lease.run_id not in kept and self.stop_local(lease.run_id, StopReason.LEASE_LOST):
+                lost += 1
+                self.log.warning(
+                    "run_lease_lost",
+                    run_id=str(lease.run_id),
+                    job_id=str(self._inflight[lease.run_id].work.attempt.job_id),
+                )
+        return len(kept), lost
+
+    async def rescue_once(self) -> int:
+        """End runs whose lease expired (their runner died or froze): retry them or mark them lost."""
+        async with self.pool.connection() as conn:
+            expired = await store.run_find_expired(conn, limit=RESCUE_BATCH)
+        if not expired:
+            return 0
+        finished = [
+            Finished(
+                outcome=store.Outcome(
+                    run_id=run.run_id,
+                    job_id=run.job_id,
+                    scheduled_for=run.scheduled_for,
+                    lease_token=None,
+                    status=RunStatus.LOST,
+                    duration_ms=None,
+                    error=f"lease expired: runner {run.runner} stopped renewing it",
+                ),
+                attempt=run.attempt,
+                retry=run.retry,
+                overlap=run.overlap,
+            )
+            for run in expired
+        ]
+        counts = CompleteCounts()
+
+        async def write() -> None:
+            nonlocal counts
+            counts = await self.complete(finished)
+
+        await self._with_deadlock_retry(write)
+        for run in expired:
+            if run.run_id not in counts.accepted:
+                continue
+            self.log.warning(
+                "run_rescued",
+                job_id=str(run.job_id),
+                run_id=str(run.run_id),
+                attempt=run.attempt,
+                dead_runner=run.runner,
+                retried=run.attempt < run.retry.max_attempts,
+            )
+        return counts.written
+
+    async def upkeep_once(self) -> store.PartitionUpkeep:
+        """Create run partitions ahead and drop expired ones (one runner at a time)."""
+        async with self.pool.connection() as conn:
+            done = await store.run_partitions_upkeep(
+                conn, days_ahead=PARTITION_DAYS_AHEAD, retention_days=self.settings.run_retention_days
+            )
+        if done.created or done.dropped:
+            self.log.info("run_partitions_upkeep", created=done.created, dropped=done.dropped)
+        return done
+
+    async def _every(self, interval_s: float, name: str, action: Callable[[], Awaitable[object]]) -> None:
+        backoff = _Backoff()
+        while not self._stopping:
+            try:
+                await self._with_deadlock_retry(action)
+                backoff.reset()
+                await asyncio.sleep(interval_s)
+            except DB_ERRORS as exc:
+                self.log.warning("database_unavailable", service=name, error=str(exc)[:200])
+                await asyncio.sleep(backoff.next())
+            except psycopg.errors.LockNotAvailable:
+                await asyncio.sleep(interval_s)
+
+    async def _complete_forever(self) -> None:
+        backoff = _Backoff()
+        while True:
+            await self._finished_ready.wait()
+            self._finished_ready.clear()
+            try:
+                await self.flush_finished()
+                backoff.reset()
+            except DB_ERRORS as exc:
+                self.log.warning("database_unavailable", service="complete", error=str(exc)[:200])
+                await asyncio.sleep(backoff.next())
+                self._finished_ready.set()
+
+    async def _listen_forever(self) -> None:
+        url = self.settings.database_url
+        if url is None:  # pragma: no cover - checked in __init__
+            return
+        backoff = _Backoff()
+        while not self._stopping:
+            try:
+                conn = await db.connect(url, application_name="scheduler-runner-listen")
+                async with conn:
+                    await store.listen(conn)
+                    if backoff.failures:
+                        self.log.info("database_reconnected", service="listen")
+                    backoff.reset()
+                    self._wake.set()  # notifications may have been missed while disconnected
+                    async for note in conn.notifies():
+                        if note.channel == "scheduler_cancel":
+                            try:
+                                self.stop_local(UUID(note.payload), StopReason.CANCELLED)
+                            except ValueError:
+                                continue
+                        else:
+                            self._wake.set()
+            except DB_ERRORS as exc:
+                self.log.warning("database_unavailable", service="listen", error=str(exc)[:200])
+                await asyncio.sleep(backoff.next())
+
+    # ------------------------------------------------------------------------------ the loop
+
+    async def _idle_delay(self) -> float:
+        async with self.pool.connection() as conn:
+            wait = await store.job_next_due(conn)
+        if wait is None:
+            return self.settings.poll_interval_s
+        if wait <= 0:
+            return _CONTENDED_SLEEP_S
+        return min(wait, self.settings.poll_interval_s)
+
+    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
+        if self._wake.is_set() or stop.is_set():
+            self._wake.clear()
+            return
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self._wake.clear()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and execute until ``stop`` is set, then drain and hand back what is left."""
+        self.log.info(
+            "runner_started",
+            concurrency=self.settings.runner_concurrency,
+            claim_batch=self.settings.claim_batch,
+            lease_s=self.settings.lease_s,
+        )
+        services = [
+            asyncio.create_task(self._listen_forever(), name="listen"),
+            asyncio.create_task(self._complete_forever(), name="complete"),
+            asyncio.create_task(self._every(self.heartbeat_interval_s, "heartbeat", self.heartbeat_once)),
+            asyncio.create_task(self._every(self.sweep_interval_s, "rescue", self.rescue_once)),
+            asyncio.create_task(self._every(UPKEEP_INTERVAL_S, "upkeep", self.upkeep_once)),
+        ]
+        backoff = _Backoff()
+        try:
+            while not stop.is_set():
+                try:
+                    fires = await self.claim_due_once()
+                    pending = await self.claim_pending_once()
+                    if fires.full or pending >= self.settings.claim_batch:
+                        await asyncio.sleep(0)
+                        continue
+                    delay = await self._idle_delay()
+                    if backoff.failures:
+                        self.log.info("database_reconnected", service="claim")
+                    backoff.reset()
+                except DB_ERRORS as exc:
+                    delay = backoff.next()
+                    self.log.warning(
+                        "database_unavailable", service="claim", error=str(exc)[:200], retry_in_s=delay
+                    )
+                await self._sleep(delay, stop)
+            await self._drain()
+        finally:
+            self._stopping = True
+            for task in services:
+                task.cancel()
+            await asyncio.gather(*services, return_exceptions=True)
+        self.log.info("runner_stopped")
+
+    async def _drain(self) -> None:
+        """Let in-flight calls finish within the grace period, hand back the rest, write outcomes."""
+        tasks = [entry.task for entry in self._inflight.values()]
+        if tasks:
+            self.log.info("runner_draining", in_flight=len(tasks), grace_s=self.settings.shutdown_grace_s)
+            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
+        left = [entry for entry in self._inflight.values() if not entry.task.done()]
+        for entry in left:
+            entry.stop_reason = StopReason.SHUTDOWN
+            entry.task.cancel()
+        await asyncio.gather(*(entry.task for entry in left), return_exceptions=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if left:
+                    async with self.pool.connection() as conn:
+                        released = await store.run_release_many(conn, [entry.work.lease for entry in left])
+                    self.log.info("runs_handed_back", count=released)
+                    left = []
+                await self.flush_finished()
+                break
+            except DB_ERRORS as exc:
+                self.log.warning("database_unavailable", service="drain", error=str(exc)[:200])
+                await asyncio.sleep(0.5)

@@ -1,0 +1,75 @@
+"""Start a runner process: settings, logging, pool, HTTP client, signals; then the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import httpx
+import structlog
+
+from scheduler.config import ConfigError, Settings, load_settings
+from scheduler.db import make_pool
+from scheduler.logs import configure_logging
+from scheduler.runner.loop import Runner
+
+log = structlog.get_logger("scheduler.runner")
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The runner's one HTTP client: a connection per concurrent call at most, no env proxies."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=settings.runner_concurrency, max_keepalive_connections=settings.runner_concurrency
+        ),
+        timeout=httpx.Timeout(None),
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set."""
+    if settings.database_url is None:
+        raise ConfigError("SCHEDULER_DATABASE_URL: required by the runner")
+    pool = make_pool(settings.database_url, application_name="scheduler-runner", min_size=2, max_size=6)
+    await pool.open(wait=False)
+    try:
+        async with http_client(settings) as client:
+            await Runner(settings, pool, client).run(stop)
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    """Entry point: SIGTERM or SIGINT drains gracefully; a second one exits at once."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"scheduler runner: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    configure_logging(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                log.warning("runner_exit_now", signal=signal.Signals(signum).name)
+                os._exit(1)
+            log.info("runner_stopping", signal=signal.Signals(signum).name, grace_s=settings.shutdown_grace_s)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await serve(settings, stop)
+
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())

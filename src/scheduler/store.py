@@ -1,0 +1,785 @@
+"""The one module that touches cursors: typed functions over the named queries in `sql/queries/`.
+
+Callers own the transaction: they pass a connection (autocommit, or inside ``conn.transaction()``)
+and get msgspec Structs back, never raw rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg.rows import RowMaker
+
+from scheduler.db import AsyncConn
+from scheduler.ids import uuid7, uuid7_time
+from scheduler.models import (
+    Action,
+    Job,
+    LastRun,
+    Misfire,
+    MisfirePolicy,
+    OverlapPolicy,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    RunTrigger,
+)
+from scheduler.queries import q
+
+_action_decoder = msgspec.json.Decoder(Action)
+_labels_decoder = msgspec.json.Decoder(dict[str, str])
+_json_encoder = msgspec.json.Encoder()
+NIL_UUID = UUID(int=0)
+
+
+def _maker(build: Callable[[dict[str, int], Sequence[Any]], Any]) -> Callable[[Any], RowMaker[Any]]:
+    """Wrap a builder into a psycopg row factory that resolves column positions once per result."""
+
+    def factory(cursor: Any) -> RowMaker[Any]:
+        names = {column.name: index for index, column in enumerate(cursor.description or ())}
+        return lambda values: build(names, values)
+
+    return factory
+
+
+def _build_job(c: dict[str, int], v: Sequence[Any]) -> Job:
+    last_id = v[c["last_run_id"]]
+    return Job(
+        id=v[c["id"]],
+        namespace=v[c["namespace"]],
+        name=v[c["name"]],
+        description=v[c["description"]],
+        schedule=v[c["schedule"]],
+        timezone=v[c["timezone"]],
+        start_at=v[c["start_at"]],
+        end_at=v[c["end_at"]],
+        anchor_at=v[c["anchor_at"]],
+        action=_action_decoder.decode(v[c["action"]]),
+        timeout_s=v[c["timeout_s"]],
+        retry=RetryPolicy(
+            max_attempts=v[c["retry_max_attempts"]],
+            min_backoff_s=v[c["retry_min_backoff_s"]],
+            max_backoff_s=v[c["retry_max_backoff_s"]],
+        ),
+        misfire=Misfire(
+            policy=MisfirePolicy(v[c["misfire_policy"]]),
+            grace_s=v[c["misfire_grace_s"]],
+            window_s=v[c["misfire_window_s"]],
+        ),
+        overlap=OverlapPolicy(v[c["overlap"]]),
+        paused=v[c["paused"]],
+        labels=_labels_decoder.decode(v[c["labels"]]),
+        next_run_at=v[c["next_run_at"]],
+        active_runs=v[c["active_runs"]],
+        last_run=None
+        if last_id is None
+        else LastRun(
+            id=last_id,
+            status=RunStatus(v[c["last_run_status"]]),
+            scheduled_for=v[c["last_run_scheduled_for"]],
+            finished_at=v[c["last_run_finished_at"]],
+        ),
+        created_at=v[c["created_at"]],
+        updated_at=v[c["updated_at"]],
+        version=v[c["version"]],
+    )
+
+
+def _build_run(c: dict[str, int], v: Sequence[Any]) -> Run:
+    return Run(
+        id=v[c["id"]],
+        job_id=v[c["job_id"]],
+        scheduled_for=v[c["scheduled_for"]],
+        trigger=RunTrigger(v[c["trigger"]]),
+        attempt=v[c["attempt"]],
+        status=RunStatus(v[c["status"]]),
+        runner=v[c["runner"]],
+        started_at=v[c["started_at"]],
+        finished_at=v[c["finished_at"]],
+        duration_ms=v[c["duration_ms"]],
+        http_status=v[c["http_status"]],
+        output=v[c["output"]],
+        error=v[c["error"]],
+        available_at=v[c["available_at"]],
+        created_at=v[c["created_at"]],
+    )
+
+
+job_row = _maker(_build_job)
+run_row = _maker(_build_run)
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+
+class JobValues(msgspec.Struct, kw_only=True):
+    """Every column a create or update writes."""
+
+    name: str
+    description: str
+    schedule: str
+    timezone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    anchor_at: datetime
+    action: Action
+    timeout_s: int
+    retry: RetryPolicy
+    misfire: Misfire
+    overlap: OverlapPolicy
+    paused: bool
+    labels: dict[str, str]
+    next_run_at: datetime | None
+
+
+def _job_params(values: JobValues) -> dict[str, Any]:
+    return {
+        "name": values.name,
+        "description": values.description,
+        "schedule": values.schedule,
+        "timezone": values.timezone,
+        "start_at": values.start_at,
+        "end_at": values.end_at,
+        "anchor_at": values.anchor_at,
+        "action": _json_encoder.encode(values.action).decode(),
+        "timeout_s": values.timeout_s,
+        "retry_max_attempts": values.retry.max_attempts,
+        "retry_min_backoff_s": values.retry.min_backoff_s,
+        "retry_max_backoff_s": values.retry.max_backoff_s,
+        "misfire_policy": values.misfire.policy.value,
+        "misfire_grace_s": values.misfire.grace_s,
+        "misfire_window_s": values.misfire.window_s,
+        "overlap": values.overlap.value,
+        "paused": values.paused,
+        "labels": _json_encoder.encode(values.labels).decode(),
+        "next_run_at": values.next_run_at,
+    }
+
+
+async def job_insert(conn: AsyncConn, *, job_id: UUID, namespace: str, values: JobValues) -> Job | None:
+    """Create a job; None when its name is taken in the namespace."""
+    params = _job_params(values) | {"id": job_id, "namespace": namespace}
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(q("job_insert"), params)
+        found: Job | None = await cur.fetchone()
+        return found
+
+
+async def job_get(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | None:
+    """Return the job, or None when it does not exist in this namespace."""
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(q("job_get"), {"id": job_id, "namespace": namespace})
+        found: Job | None = await cur.fetchone()
+        return found
+
+
+async def job_lock(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | None:
+    """Lock and return the job inside the caller's transaction."""
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(q("job_lock"), {"id": job_id, "namespace": namespace})
+        found: Job | None = await cur.fetchone()
+        return found
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+async def job_list(
+    conn: AsyncConn,
+    *,
+    namespace: str,
+    after_id: UUID | None,
+    limit: int,
+    name_prefix: str | None = None,
+    paused: bool | None = None,
+    labels: dict[str, str] | None = None,
+) -> list[Job]:
+    """Return one page of the namespace's jobs in id order, after ``after_id``."""
+    params = {
+        "namespace": namespace,
+        "after_id": after_id or NIL_UUID,
+        "name_pattern": _like_prefix(name_prefix or ""),
+        "labels": _json_encoder.encode(labels or {}).decode(),
+        "paused": paused,
+        "limit": limit,
+    }
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(q("job_list"), params)
+        return await cur.fetchall()
+
+
+async def job_update(conn: AsyncConn, *, namespace: str, job_id: UUID, values: JobValues) -> Job | None:
+    """Overwrite the job's settable columns and bump its version; None when it is gone."""
+    params = _job_params(values) | {"id": job_id, "namespace": namespace}
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(q("job_update"), params)
+        found: Job | None = await cur.fetchone()
+        return found
+
+
+async def job_delete(conn: AsyncConn, *, namespace: str, job_id: UUID) -> bool:
+    """Delete the job; False when it did not exist in this namespace."""
+    cur = await conn.execute(q("job_delete"), {"id": job_id, "namespace": namespace})
+    return cur.rowcount == 1
+
+
+async def run_cancel_active_for_job(conn: AsyncConn, *, job_id: UUID, reason: str) -> list[UUID]:
+    """Cancel the job's pending and running runs (caller holds the job's lock); return their ids."""
+    cur = await conn.execute(q("run_cancel_active_for_job"), {"job_id": job_id, "reason": reason})
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def job_count(conn: AsyncConn, *, namespace: str) -> int:
+    """Return how many jobs the namespace holds."""
+    cur = await conn.execute(q("job_count"), {"namespace": namespace})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+# ---------------------------------------------------------------------------------- runner side
+
+
+class DueJob(msgspec.Struct, kw_only=True):
+    """A job locked by a claim, with what the runner needs to fire it."""
+
+    id: UUID
+    namespace: str
+    name: str
+    schedule: str
+    timezone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    anchor_at: datetime
+    next_run_at: datetime
+    action: Action
+    timeout_s: int
+    retry: RetryPolicy
+    misfire: Misfire
+    overlap: OverlapPolicy
+    active_runs: int
+
+
+def _build_due(c: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
+    due = DueJob(
+        id=v[c["id"]],
+        namespace=v[c["namespace"]],
+        name=v[c["name"]],
+        schedule=v[c["schedule"]],
+        timezone=v[c["timezone"]],
+        start_at=v[c["start_at"]],
+        end_at=v[c["end_at"]],
+        anchor_at=v[c["anchor_at"]],
+        next_run_at=v[c["next_run_at"]],
+        action=_action_decoder.decode(v[c["action"]]),
+        timeout_s=v[c["timeout_s"]],
+        retry=RetryPolicy(
+            max_attempts=v[c["retry_max_attempts"]],
+            min_backoff_s=v[c["retry_min_backoff_s"]],
+            max_backoff_s=v[c["retry_max_backoff_s"]],
+        ),
+        misfire=Misfire(
+            policy=MisfirePolicy(v[c["misfire_policy"]]),
+            grace_s=v[c["misfire_grace_s"]],
+            window_s=v[c["misfire_window_s"]],
+        ),
+        overlap=OverlapPolicy(v[c["overlap"]]),
+        active_runs=v[c["active_runs"]],
+    )
+    return due, v[c["db_now"]]
+
+
+_due_row = _maker(_build_due)
+
+
+async def job_claim_due(conn: AsyncConn, *, limit: int) -> tuple[list[DueJob], datetime | None]:
+    """Lock up to ``limit`` due jobs (caller's transaction); return them and the database's now."""
+    async with conn.cursor(row_factory=_due_row) as cur:
+        await cur.execute(q("job_claim_due"), {"limit": limit})
+        rows: list[tuple[DueJob, datetime]] = await cur.fetchall()
+    if not rows:
+        return [], None
+    return [due for due, _ in rows], rows[0][1]
+
+
+class Advance(msgspec.Struct, kw_only=True, frozen=True):
+    """A claimed job's new next slot and how many unfinished runs its claim added."""
+
+    job_id: UUID
+    next_run_at: datetime | None
+    active_delta: int
+
+
+async def job_advance_many(conn: AsyncConn, advances: Sequence[Advance]) -> None:
+    """Move every claimed job to its next slot in one statement."""
+    if not advances:
+        return
+    await conn.execute(
+        q("job_advance_many"),
+        {
+            "ids": [a.job_id for a in advances],
+            "next_run_ats": [a.next_run_at for a in advances],
+            "active_deltas": [a.active_delta for a in advances],
+        },
+    )
+
+
+async def job_lock_many(conn: AsyncConn, job_ids: Sequence[UUID]) -> None:
+    """Lock jobs in id order (caller's transaction) before touching their runs."""
+    await conn.execute(q("job_lock_many"), {"ids": sorted(set(job_ids))})
+
+
+async def job_next_due(conn: AsyncConn) -> float | None:
+    """Seconds until the earliest slot or pending run (negative when overdue); None when idle."""
+    cur = await conn.execute(q("job_next_due"))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    waits = [float(value) for value in row if value is not None]
+    return min(waits) if waits else None
+
+
+class NewRun(msgspec.Struct, kw_only=True, frozen=True):
+    """A run row a claim writes."""
+
+    id: UUID
+    job_id: UUID
+    scheduled_for: datetime
+    trigger: RunTrigger
+    attempt: int
+    status: RunStatus
+    available_in_s: float | None = None
+    """For a pending run: seconds from the database's now until it may start; None waits for the
+    job's running run to end (overlap "queue")."""
+    error: str | None = None
+
+
+class InsertedRun(msgspec.Struct, kw_only=True, frozen=True):
+    """What the database assigned to a newly recorded run."""
+
+    id: UUID
+    scheduled_for: datetime
+    status: RunStatus
+    lease_token: UUID | None
+    started_at: datetime | None
+
+
+async def run_insert_many(
+    conn: AsyncConn, runs: Sequence[NewRun], *, runner: str, lease_s: float
+) -> list[InsertedRun]:
+    """Record runs; those starting now get a lease. Rows lost to the unique slot key are left out."""
+    if not runs:
+        return []
+    cur = await conn.execute(
+        q("run_insert_many"),
+        {
+            "ids": [r.id for r in runs],
+            "job_ids": [r.job_id for r in runs],
+            "scheduled_fors": [r.scheduled_for for r in runs],
+            "triggers": [r.trigger.value for r in runs],
+            "attempts": [r.attempt for r in runs],
+            "statuses": [r.status.value for r in runs],
+            "available_in_s": [r.available_in_s for r in runs],
+            "errors": [r.error for r in runs],
+            "runner": runner,
+            "lease_s": lease_s,
+        },
+    )
+    return [
+        InsertedRun(
+            id=row[0], scheduled_for=row[1], status=RunStatus(row[2]), lease_token=row[3], started_at=row[4]
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+class Outcome(msgspec.Struct, kw_only=True, frozen=True):
+    """How one attempt ended, as its runner saw it."""
+
+    run_id: UUID
+    job_id: UUID
+    scheduled_for: datetime
+    lease_token: UUID | None
+    """None for the rescuer: accepted only if the run's lease has expired."""
+    status: RunStatus
+    duration_ms: int | None
+    http_status: int | None = None
+    output: str | None = None
+    error: str | None = None
+
+
+async def run_complete_many(conn: AsyncConn, outcomes: Sequence[Outcome]) -> set[UUID]:
+    """Write outcomes under their fencing tokens (caller's transaction, jobs locked first).
+
+    Returns the ids whose outcome was accepted; the others had lost their lease.
+    """
+    if not outcomes:
+        return set()
+    cur = await conn.execute(
+        q("run_complete_many"),
+        {
+            "ids": [o.run_id for o in outcomes],
+            "scheduled_fors": [o.scheduled_for for o in outcomes],
+            "lease_tokens": [o.lease_token for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "durations_ms": [o.duration_ms for o in outcomes],
+            "http_statuses": [o.http_status for o in outcomes],
+            "outputs": [o.output for o in outcomes],
+            "errors": [o.error for o in outcomes],
+        },
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def _slot_bounds(run_id: UUID) -> tuple[datetime, datetime] | None:
+    slot = uuid7_time(run_id)
+    if slot is None:
+        return None
+    return slot, slot + timedelta(milliseconds=1)
+
+
+async def run_get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run | None:
+    """Return the run, or None when it does not exist in this namespace."""
+    bounds = _slot_bounds(run_id)
+    if bounds is None:
+        return None
+    async with conn.cursor(row_factory=run_row) as cur:
+        await cur.execute(
+            q("run_get"),
+            {"id": run_id, "slot_from": bounds[0], "slot_to": bounds[1], "namespace": namespace},
+        )
+        found: Run | None = await cur.fetchone()
+        return found
+
+
+async def run_list_for_job(
+    conn: AsyncConn,
+    *,
+    job_id: UUID,
+    before: tuple[datetime, int] | None,
+    limit: int,
+    status: RunStatus | None = None,
+) -> list[Run]:
+    """Return one page of a job's history, newest slot first, before the (slot, attempt) cursor."""
+    before_slot, before_attempt = before if before is not None else (None, 2**31 - 1)
+    async with conn.cursor(row_factory=run_row) as cur:
+        await cur.execute(
+            q("run_list_for_job"),
+            {
+                "job_id": job_id,
+                "before_slot": before_slot if before_slot is not None else "infinity",
+                "before_attempt": before_attempt,
+                "status": status.value if status is not None else None,
+                "limit": limit,
+            },
+        )
+        return await cur.fetchall()
+
+
+# --------------------------------------------------------------------------------------- tenants
+
+
+class ApiKey(msgspec.Struct, kw_only=True):
+    """An API key as listed (never the key itself)."""
+
+    id: UUID
+    namespace: str
+    prefix: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0], namespace=row[1], prefix=row[2], description=row[3], created_at=row[4], revoked_at=row[5]
+    )
+
+
+async def namespace_ensure(conn: AsyncConn, *, name: str) -> None:
+    """Create the namespace if it does not exist."""
+    await conn.execute(q("namespace_ensure"), {"name": name})
+
+
+async def api_key_insert(
+    conn: AsyncConn, *, key_id: UUID, namespace: str, prefix: str, key_hash: bytes, description: str
+) -> ApiKey:
+    """Store a new key's hash."""
+    cur = await conn.execute(
+        q("api_key_insert"),
+        {
+            "id": key_id,
+            "namespace": namespace,
+            "prefix": prefix,
+            "key_hash": key_hash,
+            "description": description,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
+        raise RuntimeError("api key insert returned nothing")
+    return _api_key(row)
+
+
+async def api_key_lookup(conn: AsyncConn, *, key_hash: bytes) -> str | None:
+    """Return the namespace of a live key with this hash."""
+    cur = await conn.execute(q("api_key_lookup"), {"key_hash": key_hash})
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def api_key_list(conn: AsyncConn, *, namespace: str | None) -> list[ApiKey]:
+    """Return keys, newest first."""
+    cur = await conn.execute(q("api_key_list"), {"namespace": namespace})
+    return [_api_key(row) for row in await cur.fetchall()]
+
+
+async def api_key_revoke(conn: AsyncConn, *, key: str) -> ApiKey | None:
+    """Revoke a key by id or prefix; None when no live key matches."""
+    cur = await conn.execute(q("api_key_revoke"), {"key": key})
+    row = await cur.fetchone()
+    return None if row is None else _api_key(row)
+
+
+# ---------------------------------------------------------------------------- runs by requests
+
+
+async def run_insert_one(conn: AsyncConn, run: NewRun) -> Run | None:
+    """Record a run made by a request; None if its (job, slot, attempt) already exists."""
+    async with conn.cursor(row_factory=run_row) as cur:
+        await cur.execute(
+            q("run_insert_one"),
+            {
+                "id": run.id,
+                "job_id": run.job_id,
+                "scheduled_for": run.scheduled_for,
+                "trigger": run.trigger.value,
+                "attempt": run.attempt,
+                "status": run.status.value,
+                "available_in_s": run.available_in_s,
+                "error": run.error,
+            },
+        )
+        found: Run | None = await cur.fetchone()
+        return found
+
+
+async def run_cancel(conn: AsyncConn, *, run_id: UUID, scheduled_for: datetime, reason: str) -> Run | None:
+    """Cancel one unfinished run (caller holds its job's lock); None if it had already ended."""
+    async with conn.cursor(row_factory=run_row) as cur:
+        await cur.execute(q("run_cancel"), {"id": run_id, "scheduled_for": scheduled_for, "reason": reason})
+        found: Run | None = await cur.fetchone()
+        return found
+
+
+async def run_latest_attempt(conn: AsyncConn, *, job_id: UUID, scheduled_for: datetime) -> int:
+    """Return the newest attempt number recorded for a slot (0 when none)."""
+    cur = await conn.execute(q("run_latest_attempt"), {"job_id": job_id, "scheduled_for": scheduled_for})
+    row = await cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def run_promote_queued(conn: AsyncConn, *, job_ids: Sequence[UUID]) -> int:
+    """Make the queued runs of these jobs available now; return how many."""
+    if not job_ids:
+        return 0
+    cur = await conn.execute(q("run_promote_queued"), {"job_ids": list(job_ids)})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def run_has_queued(conn: AsyncConn, *, job_id: UUID) -> bool:
+    """Whether the job has a run waiting behind its running one."""
+    cur = await conn.execute(q("run_has_queued"), {"job_id": job_id})
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def job_add_active(conn: AsyncConn, *, job_id: UUID, delta: int) -> None:
+    """Adjust the locked job's count of unfinished runs."""
+    if delta:
+        await conn.execute(q("job_add_active"), {"id": job_id, "delta": delta})
+
+
+# -------------------------------------------------------------------------- leases and rescue
+
+
+class Lease(msgspec.Struct, kw_only=True, frozen=True):
+    """A runner's hold on a running run."""
+
+    run_id: UUID
+    scheduled_for: datetime
+    lease_token: UUID
+
+
+class ClaimedRun(msgspec.Struct, kw_only=True, frozen=True):
+    """A pending run just started by this runner, with its job's execution settings."""
+
+    run_id: UUID
+    job_id: UUID
+    scheduled_for: datetime
+    trigger: RunTrigger
+    attempt: int
+    lease_token: UUID
+    started_at: datetime
+    namespace: str
+    job_name: str
+    action: Action
+    timeout_s: int
+    retry: RetryPolicy
+    overlap: OverlapPolicy
+
+
+async def run_claim_pending(conn: AsyncConn, *, limit: int, runner: str, lease_s: float) -> list[ClaimedRun]:
+    """Start up to ``limit`` pending runs whose time has come."""
+    cur = await conn.execute(q("run_claim_pending"), {"limit": limit, "runner": runner, "lease_s": lease_s})
+    return [
+        ClaimedRun(
+            run_id=row[0],
+            job_id=row[1],
+            scheduled_for=row[2],
+            trigger=RunTrigger(row[3]),
+            attempt=row[4],
+            lease_token=row[5],
+            started_at=row[6],
+            namespace=row[7],
+            job_name=row[8],
+            action=_action_decoder.decode(row[9]),
+            timeout_s=row[10],
+            retry=RetryPolicy(max_attempts=row[11], min_backoff_s=row[12], max_backoff_s=row[13]),
+            overlap=OverlapPolicy(row[14]),
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+def _lease_params(leases: Sequence[Lease]) -> dict[str, Any]:
+    return {
+        "ids": [lease.run_id for lease in leases],
+        "scheduled_fors": [lease.scheduled_for for lease in leases],
+        "lease_tokens": [lease.lease_token for lease in leases],
+    }
+
+
+async def run_heartbeat_many(conn: AsyncConn, leases: Sequence[Lease], *, lease_s: float) -> set[UUID]:
+    """Renew leases; return the ids still owned (the rest were cancelled or rescued)."""
+    if not leases:
+        return set()
+    cur = await conn.execute(q("run_heartbeat_many"), _lease_params(leases) | {"lease_s": lease_s})
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def run_release_many(conn: AsyncConn, leases: Sequence[Lease]) -> int:
+    """Hand unfinished runs back as pending, available at once; return how many."""
+    if not leases:
+        return 0
+    cur = await conn.execute(q("run_release_many"), _lease_params(leases))
+    return len(await cur.fetchall())
+
+
+class ExpiredRun(msgspec.Struct, kw_only=True, frozen=True):
+    """A running run whose lease ran out."""
+
+    run_id: UUID
+    job_id: UUID
+    scheduled_for: datetime
+    trigger: RunTrigger
+    attempt: int
+    runner: str | None
+    retry: RetryPolicy
+    overlap: OverlapPolicy
+
+
+async def run_find_expired(conn: AsyncConn, *, limit: int) -> list[ExpiredRun]:
+    """Return running runs whose lease has expired, oldest expiry first."""
+    cur = await conn.execute(q("run_find_expired"), {"limit": limit})
+    return [
+        ExpiredRun(
+            run_id=row[0],
+            job_id=row[1],
+            scheduled_for=row[2],
+            trigger=RunTrigger(row[3]),
+            attempt=row[4],
+            runner=row[5],
+            retry=RetryPolicy(max_attempts=row[6], min_backoff_s=row[7], max_backoff_s=row[8]),
+            overlap=OverlapPolicy(row[9]),
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+async def job_add_active_many(conn: AsyncConn, deltas: dict[UUID, int]) -> None:
+    """Adjust the unfinished-run counts of locked jobs."""
+    changed = {job_id: delta for job_id, delta in deltas.items() if delta}
+    if not changed:
+        return
+    await conn.execute(q("job_add_active_many"), {"ids": list(changed), "deltas": list(changed.values())})
+
+
+# --------------------------------------------------------------------------------- the service
+
+
+async def health_check(conn: AsyncConn) -> None:
+    """Prove the database answers."""
+    await conn.execute(q("health_check"))
+
+
+async def listen(conn: AsyncConn) -> None:
+    """Subscribe a runner's listening connection to the wake and cancel channels."""
+    await conn.execute(q("listen_wake"))
+    await conn.execute(q("listen_cancel"))
+
+
+class PartitionUpkeep(msgspec.Struct, kw_only=True, frozen=True):
+    """What one round of partition upkeep did."""
+
+    locked: bool
+    created: int = 0
+    dropped: int = 0
+
+
+async def run_partitions_upkeep(conn: AsyncConn, *, days_ahead: int, retention_days: int) -> PartitionUpkeep:
+    """Create partitions ahead and drop expired ones, if no other runner is doing it right now."""
+    async with conn.transaction():
+        cur = await conn.execute(q("maintenance_try_lock"))
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return PartitionUpkeep(locked=False)
+        await conn.execute(q("lock_timeout_short"))
+        cur = await conn.execute(q("run_partitions_ensure"), {"days_ahead": days_ahead})
+        created_row = await cur.fetchone()
+        cur = await conn.execute(q("run_partitions_drop_expired"), {"retention_days": retention_days})
+        dropped_row = await cur.fetchone()
+    return PartitionUpkeep(
+        locked=True,
+        created=int(created_row[0]) if created_row else 0,
+        dropped=int(dropped_row[0]) if dropped_row else 0,
+    )
+
+
+async def signing_secrets_current(conn: AsyncConn, *, namespace: str) -> list[str]:
+    """The namespace's unexpired signing secrets, newest first."""
+    cur = await conn.execute(q("signing_secrets_current"), {"namespace": namespace})
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
+async def signing_secret_create(
+    conn: AsyncConn, *, namespace: str, secret: str, grace_s: float | None
+) -> None:
+    """Make ``secret`` the namespace's current one (caller's transaction).
+
+    With ``grace_s`` this is a rotation: the old current secret stays valid that long. Without it, the
+    secret is only added when the namespace has no current one.
+    """
+    await conn.execute(q("namespace_ensure"), {"name": namespace})
+    if grace_s is not None:
+        await conn.execute(q("signing_secret_expire_current"), {"namespace": namespace, "grace_s": grace_s})
+    await conn.execute(q("signing_secret_insert"), {"id": uuid7(), "namespace": namespace, "secret": secret})

@@ -1,0 +1,38 @@
+"""Standard Webhooks signing: `webhook-id`, `webhook-timestamp` and `webhook-signature` headers.
+
+The signature is `v1,` + base64(HMAC-SHA256(secret, f"{id}.{timestamp}.{body}")), one per valid secret
+separated by spaces, so receivers keep verifying while a namespace rotates its secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from uuid import UUID
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
+
+
+def new_secret() -> str:
+    """A fresh namespace secret: 32 random bytes, base64, with the `whsec_` prefix."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def message_id(job_id: UUID, scheduled_for: datetime) -> str:
+    """The delivery id of a slot: the same for every attempt of it, so receivers can deduplicate."""
+    micros = int(scheduled_for.timestamp() * 1_000_000)
+    return f"msg_{job_id.hex}_{micros:x}"
+
+
+def sign(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for a call signed with every given secret."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    parts = []
+    for secret in secrets_:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+        digest = hmac.new(key, signed, hashlib.sha256).digest()
+        parts.append("v1," + base64.b64encode(digest).decode())
+    return " ".join(parts)

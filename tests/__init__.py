@@ -1,0 +1,1 @@
+"""The test suite; `make test` runs it against a real PostgreSQL."""

@@ -1,0 +1,305 @@
+"""Shared fixtures: real PostgreSQL, per-test databases, the API, runner processes, HTTP receivers.
+
+Each test gets a fresh database cloned from a migrated template; receivers are real HTTP servers on
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from scheduler.api.app import create_app
+from scheduler.config import Settings, load_settings
+from scheduler.migrate import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+_counter = itertools.count()
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # noqa: PLC0415 - only when no URL is given
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server: SCHEDULER_TEST_DATABASE_URL, else testcontainers, else the embedded one."""
+    url = os.environ.get("SCHEDULER_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    from scheduler.embedded import start, stop  # noqa: PLC0415
+
+    data = Path(tempfile.mkdtemp(prefix="scheduler-test-pg-"))
+    url, server = start(data / "pgdata")
+    try:
+        yield url
+    finally:
+        stop(server)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def url_for(server_url: str, dbname: str) -> str:
+    """The same server, another database."""
+    return psycopg.conninfo.make_conninfo(server_url, dbname=dbname)
+
+
+def _admin(server_url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url_for(server_url, "postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    """A migrated database that every test's database is cloned from."""
+    name = f"sched_tmpl_{os.getpid()}"
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate(url_for(server_url, name))
+    yield name
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"sched_t_{os.getpid()}_{next(_counter)}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield url_for(server_url, name)
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sql(db_url: str) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    """Run a statement on the test database and return its rows (for assertions and setup)."""
+    conn = psycopg.connect(db_url, autocommit=True)
+
+    def run(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        cur = conn.execute(statement.encode(), params)
+        return cur.fetchall() if cur.description else []
+
+    yield run
+    conn.close()
+
+
+def settings_for(db_url: str, **overrides: Any) -> Settings:
+    """Settings as the environment would give them, pointed at the test database."""
+    env = {"SCHEDULER_DATABASE_URL": db_url, "SCHEDULER_AUTH": "off"}
+    env.update({f"SCHEDULER_{k.upper()}": str(v) for k, v in overrides.items()})
+    return load_settings(env)
+
+
+@pytest.fixture
+async def client(db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The API, in-process, on the test database, with auth off (namespace `default`)."""
+    app = create_app(settings_for(db_url))
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+# ------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Proc:
+    """A process of ours started by a test."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+
+
+@dataclass
+class Procs:
+    """Starts runner and API processes and stops whatever is left at the end of the test."""
+
+    db_url: str
+    tmp: Path
+    started: list[Proc] = field(default_factory=list)
+
+    def env(self, **overrides: Any) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "SCHEDULER_DATABASE_URL": self.db_url,
+                "SCHEDULER_AUTH": "off",
+                "SCHEDULER_LOG_FORMAT": "json",
+                "SCHEDULER_HTTP_ALLOW_NETS": "127.0.0.0/8,::1/128",
+                "SCHEDULER_POLL_INTERVAL_S": "1",
+            }
+        )
+        env.update({f"SCHEDULER_{k.upper()}": str(v) for k, v in overrides.items()})
+        return env
+
+    def start(self, args: list[str], **overrides: Any) -> Proc:
+        log_path = self.tmp / f"proc-{len(self.started)}.log"
+        with log_path.open("wb") as out:
+            popen = subprocess.Popen(
+                [sys.executable, *args], env=self.env(**overrides), stdout=out, stderr=subprocess.STDOUT
+            )
+        proc = Proc(popen, log_path)
+        self.started.append(proc)
+        return proc
+
+    def runner(self, **overrides: Any) -> Proc:
+        overrides.setdefault("runner_name", f"runner-{len(self.started)}")
+        return self.start(["-m", "scheduler.runner"], **overrides)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop(timeout=10)
+
+
+@pytest.fixture
+def procs(db_url: str, tmp_path: Path) -> Iterator[Procs]:
+    """Start our own processes against the test database; all are stopped afterwards."""
+    group = Procs(db_url, tmp_path)
+    yield group
+    group.stop_all()
+
+
+# --------------------------------------------------------------------------- HTTP receivers
+
+
+@dataclass
+class Received:
+    """One request a receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records requests and answers as told."""
+
+    server: ThreadingHTTPServer
+    requests: list[Received] = field(default_factory=list)
+    status: int = 200
+    reply: bytes = b"ok"
+    delay_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.requests)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An HTTP target that records what the runners send it."""
+    holder: dict[str, Receiver] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            target = holder["r"]
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            with target.lock:
+                target.requests.append(
+                    Received(
+                        self.command,
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        time.time(),
+                    )
+                )
+            if target.delay_s:
+                time.sleep(target.delay_s)
+            with contextlib.suppress(OSError):
+                self.send_response(target.status)
+                self.send_header("content-length", str(len(target.reply)))
+                self.end_headers()
+                self.wfile.write(target.reply)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    holder["r"] = Receiver(server)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield holder["r"]
+    server.shutdown()
+    server.server_close()
+
+
+# ---------------------------------------------------------------------------------- polling
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)

@@ -1,0 +1,229 @@
+"""Runner processes against a real PostgreSQL and real HTTP targets: fires, slots, actions, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+
+SEED_JOBS = """
+INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, timeout_s,
+                  retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+                  misfire_grace_s, misfire_window_s, overlap, next_run_at)
+SELECT gen_random_uuid(), 'default', 'seed-' || i, %(schedule)s, 'UTC', %(anchor)s,
+       '{"type": "log", "payload": {}}', 30, 3, 1, 300, 'once', %(grace)s, 3600, 'allow', %(first)s
+FROM generate_series(1, %(count)s) AS i
+"""
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
+    """Poll an (async-test) condition until it holds, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def runs_of(sql, job_id: str) -> list[tuple[Any, ...]]:
+    return sql(
+        "SELECT scheduled_for, status, trigger, attempt, http_status, output, error, started_at"
+        " FROM runs WHERE job_id = %s ORDER BY scheduled_for, attempt",
+        (job_id,),
+    )
+
+
+class TestFiring:
+    """A runner fires jobs at their slots and records one run per slot."""
+
+    async def test_one_second_schedule_produces_runs_at_its_slots(self, client, procs, sql):
+        procs.runner()
+        job = (
+            await client.post(
+                "/jobs",
+                json={
+                    "name": "tick",
+                    "schedule": "@every 1s",
+                    "action": {"type": "log", "payload": {"n": 1}},
+                },
+            )
+        ).json()
+        await eventually(
+            lambda: sum(row[1] == "succeeded" for row in runs_of(sql, job["id"])) >= 4,
+            what="four succeeded runs",
+        )
+        runs = [row for row in runs_of(sql, job["id"]) if row[1] == "succeeded"]
+        slots = [row[0] for row in runs]
+        assert all(row[2] == "schedule" for row in runs)
+        assert all(slot.microsecond == 0 for slot in slots)
+        assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(slots))
+        anchor = datetime.fromisoformat(job["created_at"]).replace(microsecond=0)
+        assert slots[0] == anchor + timedelta(seconds=1)
+        page = (await client.get(f"/jobs/{job['id']}/runs")).json()
+        assert page["items"][0]["status"] == "succeeded"
+        assert (await client.get(f"/jobs/{job['id']}")).json()["last_run"]["status"] == "succeeded"
+
+    async def test_cron_with_seconds_fires_on_matching_seconds(self, client, procs, sql):
+        procs.runner()
+        job = (
+            await client.post(
+                "/jobs",
+                json={"name": "even", "schedule": "*/2 * * * * *", "action": {"type": "log", "payload": {}}},
+            )
+        ).json()
+        await eventually(lambda: len(runs_of(sql, job["id"])) >= 3, what="three runs")
+        assert all(row[0].second % 2 == 0 for row in runs_of(sql, job["id"]))
+
+    async def test_one_time_job_fires_once_and_finishes(self, client, procs, sql):
+        procs.runner()
+        at = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0) + timedelta(seconds=1)
+        job = (
+            await client.post(
+                "/jobs", json={"name": "once", "schedule": f"@at {at.isoformat()}", "action": {"type": "log"}}
+            )
+        ).json()
+        await eventually(lambda: len(runs_of(sql, job["id"])) == 1, what="the one run")
+        await eventually(
+            lambda: sql("SELECT next_run_at FROM jobs WHERE id = %s", (job["id"],))[0][0] is None,
+            what="next_run_at to clear",
+        )
+        assert runs_of(sql, job["id"])[0][0] == at
+        assert (await client.get(f"/jobs/{job['id']}")).json()["next_run_at"] is None
+
+    async def test_a_job_due_now_starts_at_once_when_notified(self, client, procs, sql):
+        runner = procs.runner(poll_interval_s=30)
+        await eventually(lambda: "runner_started" in runner.output(), what="the runner to start")
+        await asyncio.sleep(0.5)  # let it settle into its 30 s sleep
+        at = datetime.now(UTC) + timedelta(milliseconds=500)
+        job = (
+            await client.post(
+                "/jobs", json={"name": "soon", "schedule": f"@at {at.isoformat()}", "action": {"type": "log"}}
+            )
+        ).json()
+        await eventually(lambda: runs_of(sql, job["id"]), timeout=10, what="the run")
+        scheduled, started = runs_of(sql, job["id"])[0][0], runs_of(sql, job["id"])[0][7]
+        # Without the notification the runner would sleep its 30 s poll interval first.
+        assert started - scheduled < timedelta(seconds=2)
+
+    def test_paused_job_does_not_fire(self, procs, sql):
+        sql(
+            SEED_JOBS,
+            {"schedule": "@every 1s", "anchor": datetime.now(UTC), "grace": 5, "first": None, "count": 5},
+        )
+        sql("UPDATE jobs SET paused = true")
+        runner = procs.runner()
+        wait_for(lambda: "runner_started" in runner.output(), what="runner start")
+        time.sleep(1.5)  # a window in which a wrongly firing runner would have fired
+        assert sql("SELECT count(*) FROM runs")[0][0] == 0
+
+
+class TestManyRunners:
+    """However many runners share the database, every slot gets exactly one run row."""
+
+    @pytest.mark.parametrize("runners", [2, 4])
+    def test_runners_never_record_a_slot_twice(self, procs, sql, runners):
+        jobs = 2000
+        now = datetime.now(UTC).replace(microsecond=0)
+        # Every job is 3 slots behind, inside the misfire grace: each must fire each slot once.
+        first = now - timedelta(seconds=3)
+        sql(SEED_JOBS, {"schedule": "@every 1s", "anchor": first, "grace": 30, "first": first, "count": jobs})
+        for _ in range(runners):
+            procs.runner(claim_batch=200)
+        horizon = now + timedelta(seconds=2)
+        wait_for(
+            lambda: sql("SELECT count(*) FROM jobs WHERE next_run_at <= %s", (horizon,))[0][0] == 0,
+            timeout=90,
+            what="every job to pass the horizon",
+        )
+        rows = sql(
+            "SELECT count(*), count(DISTINCT (job_id, scheduled_for)) FROM runs WHERE scheduled_for <= %s",
+            (horizon,),
+        )[0]
+        expected = jobs * 6  # slots now-3 .. now+2
+        assert rows == (expected, expected)
+        owners = sql("SELECT count(DISTINCT runner) FROM runs")[0][0]
+        assert owners == runners  # the work was shared, not done by one
+
+
+class TestHttpAction:
+    """HTTP actions call real servers, keep status and output, and fail or time out visibly."""
+
+    async def create_http_job(self, client, receiver, **extra: Any) -> dict[str, Any]:
+        body = {
+            "name": "hook",
+            "schedule": "@every 1s",
+            "action": {
+                "type": "http",
+                "url": receiver.url + "/hook",
+                "body": {"kind": "tick"},
+                "headers": {"X-Team": "a"},
+            },
+        } | extra
+        response = await client.post("/jobs", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def test_call_carries_body_headers_and_is_recorded(self, client, procs, sql, receiver):
+        procs.runner()
+        receiver.reply = b"accepted"
+        job = await self.create_http_job(client, receiver)
+        await eventually(lambda: receiver.count() >= 2, what="two calls")
+        first = receiver.snapshot()[0]
+        assert (first.method, first.path) == ("POST", "/hook")
+        assert json.loads(first.body) == {"kind": "tick"}
+        assert first.headers["content-type"] == "application/json"
+        assert first.headers["x-team"] == "a"
+        assert first.headers["webhook-id"].startswith("msg_")
+        assert first.headers["user-agent"].startswith("pg-scheduler/")
+        await eventually(
+            lambda: any(row[1] == "succeeded" for row in runs_of(sql, job["id"])), what="a succeeded run"
+        )
+        done = next(row for row in runs_of(sql, job["id"]) if row[1] == "succeeded")
+        assert (done[4], done[5]) == (200, "accepted")
+
+    async def test_error_status_fails_the_run_and_schedules_a_retry(self, client, procs, sql, receiver):
+        procs.runner()
+        receiver.status = 503
+        job = await self.create_http_job(
+            client,
+            receiver,
+            schedule="@every 1h",
+            start_at=(datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+        )
+        await eventually(lambda: len(runs_of(sql, job["id"])) >= 2, what="the failure and its retry")
+        first, second = runs_of(sql, job["id"])[:2]
+        assert (first[1], first[3], first[4]) == ("failed", 1, 503)
+        assert "503" in first[6]
+        assert (second[2], second[3]) == ("retry", 2)
+        assert second[0] == first[0]  # the same slot
+
+    async def test_slow_target_times_out(self, client, procs, sql, receiver):
+        procs.runner()
+        receiver.delay_s = 3
+        job = await self.create_http_job(
+            client,
+            receiver,
+            schedule="@every 1h",
+            start_at=(datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+            timeout_s=1,
+            retry={"max_attempts": 1},
+        )
+        await eventually(
+            lambda: any(row[1] == "timed_out" for row in runs_of(sql, job["id"])),
+            timeout=20,
+            what="a timeout",
+        )
+        run = runs_of(sql, job["id"])[0]
+        assert run[1] == "timed_out"
+        assert "timeout_s=1" in run[6]
