@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+logging.getLogger("httpx").setLevel(logging.WARNING)
 _counter = itertools.count()
 
 
@@ -138,6 +140,7 @@ class Proc:
 
     popen: subprocess.Popen[bytes]
     log_path: Path
+    name: str = ""
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -189,7 +192,9 @@ class Procs:
 
     def runner(self, **overrides: Any) -> Proc:
         overrides.setdefault("runner_name", f"runner-{len(self.started)}")
-        return self.start(["-m", "scheduler.runner"], **overrides)
+        proc = self.start(["-m", "scheduler.runner"], **overrides)
+        proc.name = str(overrides["runner_name"])
+        return proc
 
     def stop_all(self) -> None:
         for proc in self.started:
@@ -265,8 +270,9 @@ def receiver() -> Iterator[Receiver]:
                         time.time(),
                     )
                 )
-            if target.delay_s:
-                time.sleep(target.delay_s)
+                delay = target.delay_s
+            if delay:
+                time.sleep(delay)
             with contextlib.suppress(OSError):
                 self.send_response(target.status)
                 self.send_header("content-length", str(len(target.reply)))
@@ -278,7 +284,12 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *_: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class QuietServer(ThreadingHTTPServer):
+        def handle_error(self, *_: Any) -> None:
+            # Runners that are killed or cancel a call drop their connections; that is the test.
+            return
+
+    server = QuietServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     holder["r"] = Receiver(server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -40,7 +40,7 @@ from scheduler.webhooks import new_secret
 
 log = structlog.get_logger("scheduler.runner")
 
-DB_ERRORS = (psycopg.OperationalError, psycopg.errors.AdminShutdown, PoolTimeout)
+DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 COMPLETE_BATCH = 1000
 RESCUE_BATCH = 500
 UPKEEP_INTERVAL_S = 3600.0
@@ -103,12 +103,14 @@ class ClaimCounts:
     skipped: int = 0
     queued: int = 0
     catchup: int = 0
+    deferred: int = 0
+    """Due jobs left for a later claim because every HTTP slot was taken."""
     limit: int = 0
 
     @property
     def full(self) -> bool:
         """Whether the claim took all it was allowed to, so more may be due right now."""
-        return self.limit > 0 and self.jobs >= self.limit
+        return self.limit > 0 and self.jobs >= self.limit and not self.deferred
 
 
 @dataclass(slots=True)
@@ -123,14 +125,14 @@ class CompleteCounts:
 
 @dataclass(slots=True)
 class _Backoff:
-    """Exponential backoff for database trouble: 0.5 s doubling to 10 s."""
+    """Exponential backoff for database trouble: 0.1 s doubling to 5 s."""
 
     delay: float = 0.0
     failures: int = field(default=0)
 
     def next(self) -> float:
         self.failures += 1
-        self.delay = min(10.0, 0.5 * 2 ** (self.failures - 1))
+        self.delay = min(5.0, 0.1 * 2 ** (self.failures - 1))
         return self.delay
 
     def reset(self) -> None:
@@ -199,8 +201,13 @@ class Runner:
         return self.settings.runner_concurrency - self._busy_slots
 
     async def claim_due_once(self) -> ClaimCounts:
-        """Claim and record one batch of due fires, then start executing them."""
-        limit = min(self.settings.claim_batch, self._free_slots())
+        """Claim and record one batch of due fires, then start executing them.
+
+        Log actions take no concurrency slot, so the batch is not cut to the free slots; HTTP fires
+        beyond them are left due (their rows are simply not advanced) for a later claim.
+        """
+        free = self._free_slots()
+        limit = self.settings.claim_batch if free > 0 else 0
         counts = ClaimCounts(limit=limit)
         if limit <= 0:
             return counts
@@ -209,7 +216,7 @@ class Runner:
             if not due or now is None:
                 return counts
             counts.jobs = len(due)
-            runs, advances, owners = await self._plan(conn, due, now, counts)
+            runs, advances, owners = await self._plan(conn, due, now, counts, http_budget=free)
             await store.job_advance_many(conn, advances)
             inserted = await store.run_insert_many(
                 conn, runs, runner=self.name, lease_s=self.settings.lease_s
@@ -244,13 +251,24 @@ class Runner:
         return counts
 
     async def _plan(
-        self, conn: db.AsyncConn, due: Sequence[store.DueJob], now: datetime, counts: ClaimCounts
+        self,
+        conn: db.AsyncConn,
+        due: Sequence[store.DueJob],
+        now: datetime,
+        counts: ClaimCounts,
+        *,
+        http_budget: int,
     ) -> tuple[list[store.NewRun], list[store.Advance], dict[UUID, tuple[store.DueJob, RunTrigger]]]:
         """Apply misfire and overlap policies to each locked job (inside the claim transaction)."""
         runs: list[store.NewRun] = []
         advances: list[store.Advance] = []
         owners: dict[UUID, tuple[store.DueJob, RunTrigger]] = {}
         for job in due:
+            if not is_local(job.action):
+                if http_budget <= 0:
+                    counts.deferred += 1
+                    continue
+                http_budget -= 1
             timing = Timing(job.schedule, job.timezone, job.anchor_at, job.start_at, job.end_at)
             try:
                 slots = misfire.plan(timing, job.misfire, job.next_run_at, now)
@@ -484,9 +502,14 @@ class Runner:
         """Write every outcome gathered so far; return how many were taken."""
         taken = 0
         while self._finished:
+            # Take the batch out first: the completer task and a draining shutdown may flush at once.
             batch = self._finished[:COMPLETE_BATCH]
-            await self._with_deadlock_retry(lambda batch=batch: self.complete(batch))  # type: ignore[misc]
             del self._finished[: len(batch)]
+            try:
+                await self._with_deadlock_retry(lambda batch=batch: self.complete(batch))  # type: ignore[misc]
+            except BaseException:
+                self._finished[:0] = batch  # keep them for the next try
+                raise
             taken += len(batch)
         return taken
 
@@ -586,6 +609,10 @@ class Runner:
                 await asyncio.sleep(backoff.next())
             except psycopg.errors.LockNotAvailable:
                 await asyncio.sleep(interval_s)
+            except Exception:
+                # A bug must not silently end a service the runner's promises depend on.
+                self.log.exception("service_failed", service=name)
+                await asyncio.sleep(backoff.next())
 
     async def _complete_forever(self) -> None:
         backoff = _Backoff()
@@ -597,6 +624,10 @@ class Runner:
                 backoff.reset()
             except DB_ERRORS as exc:
                 self.log.warning("database_unavailable", service="complete", error=str(exc)[:200])
+                await asyncio.sleep(backoff.next())
+                self._finished_ready.set()
+            except Exception:
+                self.log.exception("service_failed", service="complete")
                 await asyncio.sleep(backoff.next())
                 self._finished_ready.set()
 
@@ -624,6 +655,9 @@ class Runner:
                             self._wake.set()
             except DB_ERRORS as exc:
                 self.log.warning("database_unavailable", service="listen", error=str(exc)[:200])
+                await asyncio.sleep(backoff.next())
+            except Exception:
+                self.log.exception("service_failed", service="listen")
                 await asyncio.sleep(backoff.next())
 
     # ------------------------------------------------------------------------------ the loop
@@ -670,18 +704,22 @@ class Runner:
                 try:
                     fires = await self.claim_due_once()
                     pending = await self.claim_pending_once()
-                    if fires.full or pending >= self.settings.claim_batch:
-                        await asyncio.sleep(0)
-                        continue
-                    delay = await self._idle_delay()
                     if backoff.failures:
                         self.log.info("database_reconnected", service="claim")
                     backoff.reset()
+                    if fires.full or pending >= self.settings.claim_batch:
+                        await asyncio.sleep(0)
+                        continue
+                    # At capacity, wait for a slot (its release wakes us) rather than spin.
+                    delay = self.settings.poll_interval_s if fires.deferred else await self._idle_delay()
                 except DB_ERRORS as exc:
                     delay = backoff.next()
                     self.log.warning(
                         "database_unavailable", service="claim", error=str(exc)[:200], retry_in_s=delay
                     )
+                except Exception:
+                    delay = backoff.next()
+                    self.log.exception("claim_failed", retry_in_s=delay)
                 await self._sleep(delay, stop)
             await self._drain()
         finally:

@@ -1,0 +1,552 @@
+"""The runner's promises under crashes, pauses, lost connections and downtime (SPEC 3.3 and 4).
+
+Real runner processes, real PostgreSQL, real HTTP receivers; time is never faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import signal
+import statistics
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import Proc, Receiver
+
+pytestmark = pytest.mark.slow
+
+FAST_RETRY = {"max_attempts": 3, "min_backoff_s": 0, "max_backoff_s": 0}
+COLUMNS = (
+    "id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at, http_status, error"
+)
+
+
+async def eventually(check: Any, *, timeout: float = 20.0, what: str = "") -> Any:
+    """Poll until ``check()`` is truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def runs(sql, job_id: str | None = None) -> list[dict[str, Any]]:
+    names = [c.strip() for c in COLUMNS.split(",")]
+    where, params = ("WHERE job_id = %s", (job_id,)) if job_id else ("", None)
+    rows = sql(f"SELECT {COLUMNS} FROM runs {where} ORDER BY scheduled_for, attempt", params)  # noqa: S608
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def soon(seconds: float = 1.0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def http(receiver: Receiver, path: str = "/hook") -> dict[str, Any]:
+    return {"type": "http", "url": receiver.url + path}
+
+
+async def make_job(client, **body: Any) -> dict[str, Any]:
+    body.setdefault("action", {"type": "log", "payload": {}})
+    response = await client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def log_events(proc: Proc, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in proc.output().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            found.append(record)
+    return found
+
+
+def stamp(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["timestamp"])
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    """The most intervals [start, end) open at one instant."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, step in edges:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def executing(rows: list[dict[str, Any]]) -> list[tuple[datetime, datetime]]:
+    now = datetime.now(UTC)
+    return [
+        (row["started_at"], row["finished_at"] or now)
+        for row in rows
+        if row["started_at"] is not None and row["status"] != "skipped"
+    ]
+
+
+class TestRescue:
+    """A runner that dies or freezes mid-call loses nothing: its run is rescued and delivered again."""
+
+    async def test_killed_runner_mid_call_is_rescued_and_the_slot_delivered_again(
+        self, client, procs, sql, receiver
+    ):
+        receiver.delay_s = 60
+        victim = procs.runner(lease_s=2)
+        job = await make_job(
+            client,
+            name="slow",
+            schedule=f"@at {soon()}",
+            action=http(receiver),
+            timeout_s=120,
+            retry=FAST_RETRY,
+        )
+        await eventually(lambda: receiver.count() == 1, what="the first call")
+        receiver.delay_s = 0
+        victim.popen.kill()
+        victim.popen.wait()
+        killed_at = datetime.now(UTC)
+        procs.runner(lease_s=2)
+        await eventually(lambda: receiver.count() >= 2, timeout=30, what="the redelivery")
+        first, second = receiver.snapshot()[:2]
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+        await eventually(
+            lambda: any(r["status"] == "succeeded" for r in runs(sql, job["id"])), what="success"
+        )
+        lost, retried = runs(sql, job["id"])
+        assert (lost["attempt"], lost["status"]) == (1, "lost")
+        assert "lease expired" in lost["error"]
+        assert (retried["attempt"], retried["trigger"], retried["status"]) == (2, "retry", "succeeded")
+        assert retried["scheduled_for"] == lost["scheduled_for"]
+        # Rescued within lease + sweep (2 s + under 1 s), with room for a loaded machine.
+        assert lost["finished_at"] - killed_at < timedelta(seconds=10)
+
+    async def test_a_frozen_runner_cannot_overwrite_the_outcome_of_its_rescuer(
+        self, client, procs, sql, receiver
+    ):
+        receiver.delay_s = 4
+        first_runner = procs.runner(lease_s=2)
+        job = await make_job(
+            client,
+            name="zombie",
+            schedule=f"@at {soon()}",
+            action=http(receiver),
+            timeout_s=60,
+            retry=FAST_RETRY,
+        )
+        await eventually(lambda: receiver.count() == 1, what="the first call")
+        first_runner.signal(signal.SIGSTOP)
+        receiver.delay_s = 0
+        try:
+            procs.runner(lease_s=2)
+            await eventually(
+                lambda: [r["status"] for r in runs(sql, job["id"])] == ["lost", "succeeded"],
+                timeout=30,
+                what="the rescue and the retry",
+            )
+        finally:
+            first_runner.signal(signal.SIGCONT)
+        # The zombie wakes with its call answered; it must learn it lost the run and write nothing.
+        await eventually(
+            lambda: (
+                log_events(first_runner, "run_completion_refused")
+                or log_events(first_runner, "run_lease_lost")
+            ),
+            what="the zombie to notice",
+        )
+        await asyncio.sleep(0.5)  # give a wrongly accepted write the chance to land before we look
+        lost, retried = runs(sql, job["id"])
+        assert lost["status"] == "lost"
+        assert "lease expired" in lost["error"]
+        assert retried["status"] == "succeeded"
+        assert retried["runner"] != lost["runner"]
+
+
+class TestChaos:
+    """Runners killed and restarted over and over: no slot lost, none recorded twice."""
+
+    async def test_kill_and_restart_runners_for_a_minute(self, client, procs, sql, receiver):
+        receiver.delay_s = 0.3
+        jobs = 60
+        duration_s = 60.0
+        runners = [procs.runner(lease_s=2) for _ in range(4)]
+        ids = []
+        for i in range(jobs):
+            job = await make_job(
+                client,
+                name=f"chaos-{i}",
+                schedule="@every 1s",
+                action=http(receiver, f"/c{i}"),
+                overlap="allow",
+                misfire={"policy": "all", "grace_s": 60},
+                retry={"max_attempts": 5, "min_backoff_s": 0, "max_backoff_s": 1},
+            )
+            ids.append(job["id"])
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        kills: dict[str, datetime] = {}
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(random.uniform(2.0, 4.0))
+            index = random.randrange(len(runners))
+            victim = runners[index]
+            victim.popen.kill()
+            victim.popen.wait()
+            kills[victim.name] = datetime.now(UTC)
+            runners[index] = procs.runner(lease_s=2)
+        end = datetime.now(UTC) - timedelta(seconds=2)
+
+        def settled() -> bool:
+            unfinished = sql(
+                "SELECT count(*) FROM runs WHERE status IN ('pending', 'running') AND scheduled_for <= %s",
+                (end,),
+            )[0][0]
+            return unfinished == 0
+
+        await eventually(settled, timeout=60, what="every run in the window to finish")
+        rows = [r for r in runs(sql) if start <= r["scheduled_for"] <= end]
+        by_slot: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_slot.setdefault((str(row["job_id"]), row["scheduled_for"]), []).append(row)
+        expected_slots = {(job_id, slot) for job_id in ids for slot in seconds_between(start, end)}
+        missing = expected_slots - set(by_slot)
+        assert not missing, f"{len(missing)} slots lost, e.g. {sorted(missing)[:3]}"
+        for attempts in by_slot.values():
+            numbers = sorted(r["attempt"] for r in attempts)
+            assert numbers == list(range(1, len(numbers) + 1))  # one row per attempt, no gaps
+            assert max(attempts, key=lambda r: r["attempt"])["status"] == "succeeded"
+        delivered = Counter(r.headers["webhook-id"] for r in receiver.snapshot())
+        duplicates = sum(count - 1 for count in delivered.values())
+        lost_rows = [r for r in rows if r["status"] == "lost"]
+        rescue_s = sorted(
+            (r["finished_at"] - kills[r["runner"]]).total_seconds() for r in lost_rows if r["runner"] in kills
+        )
+        report = {
+            "kills": len(kills),
+            "slots": len(expected_slots),
+            "lost_attempts_rescued": len(lost_rows),
+            "duplicate_deliveries": duplicates,
+            "rescue_p50_s": statistics.median(rescue_s) if rescue_s else None,
+            "rescue_p99_s": rescue_s[min(len(rescue_s) - 1, int(len(rescue_s) * 0.99))] if rescue_s else None,
+        }
+        print(f"\nchaos: {json.dumps(report)}")
+        # At most the calls each killed runner had in flight can be delivered twice.
+        assert duplicates <= len(kills) * jobs
+
+
+def seconds_between(start: datetime, end: datetime) -> list[datetime]:
+    """Whole-second slots in [start, end]."""
+    first = start.replace(microsecond=0) + (timedelta(seconds=1) if start.microsecond else timedelta(0))
+    return [first + timedelta(seconds=i) for i in range(int((end - first).total_seconds()) + 1)]
+
+
+class TestDatabaseTrouble:
+    """Connections killed under load: the runner reconnects and loses no slot."""
+
+    async def test_terminated_connections_are_replaced_without_losing_slots(self, client, procs, sql):
+        runner = procs.runner(lease_s=5)
+        ids = [
+            (
+                await make_job(
+                    client,
+                    name=f"db-{i}",
+                    schedule="@every 1s",
+                    overlap="allow",
+                    misfire={"policy": "all", "grace_s": 60},
+                )
+            )["id"]
+            for i in range(20)
+        ]
+        await eventually(lambda: log_events(runner, "runner_started"), what="runner start")
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        for _ in range(3):
+            await asyncio.sleep(1.5)
+            killed = sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name LIKE 'scheduler-runner%%' AND datname = current_database()"
+            )
+            assert killed
+        end = datetime.now(UTC)
+        expected = {(job_id, slot) for job_id in ids for slot in seconds_between(start, end)}
+
+        def recorded() -> set[tuple[str, datetime]]:
+            return {
+                (str(r["job_id"]), r["scheduled_for"])
+                for r in runs(sql)
+                if start <= r["scheduled_for"] <= end
+            }
+
+        await eventually(lambda: expected <= recorded(), timeout=30, what="every slot of the window")
+        assert runner.popen.poll() is None, runner.output()[-2000:]
+        assert log_events(runner, "database_unavailable")
+
+
+class TestMisfire:
+    """After real downtime, skip fires no missed slot, once fires one, all fires each (up to 100)."""
+
+    async def test_downtime_under_each_policy(self, client, procs, sql):
+        jobs = {
+            policy: (
+                await make_job(
+                    client,
+                    name=f"misfire-{policy}",
+                    schedule="@every 1s",
+                    overlap="allow",
+                    misfire={"policy": policy, "grace_s": 2, "window_s": 3600},
+                )
+            )["id"]
+            for policy in ("skip", "once", "all")
+        }
+        runner = procs.runner()
+        await eventually(
+            lambda: all(len(runs(sql, j)) >= 2 for j in jobs.values()), what="runs before downtime"
+        )
+        assert runner.stop() == 0
+        await asyncio.sleep(20)  # the downtime itself: no runner is up
+        restarted_at = datetime.now(UTC)
+        procs.runner()
+        await eventually(
+            lambda: all(
+                any(r["scheduled_for"] > restarted_at + timedelta(seconds=2) for r in runs(sql, j))
+                for j in jobs.values()
+            ),
+            what="runs after the restart",
+        )
+        catchup = {
+            policy: [r for r in runs(sql, j) if r["trigger"] == "catchup"] for policy, j in jobs.items()
+        }
+        assert catchup["skip"] == []
+        assert len(catchup["once"]) == 1
+        assert catchup["once"][0]["scheduled_for"] < restarted_at - timedelta(seconds=2)
+        missed = len(catchup["all"])
+        assert 15 <= missed <= 100
+        slots = [r["scheduled_for"] for r in runs(sql, jobs["all"]) if r["attempt"] == 1]
+        assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(slots)), "a gap in 'all'"
+        skip_slots = [r["scheduled_for"] for r in runs(sql, jobs["skip"])]
+        gaps = [b - a for a, b in itertools.pairwise(skip_slots) if b - a > timedelta(seconds=1)]
+        assert len(gaps) == 1  # the downtime, skipped
+
+
+class TestOverlap:
+    """A fire while the previous run still runs: skip, queue, replace or allow."""
+
+    async def test_each_policy_with_a_slow_target(self, client, procs, sql, receiver):
+        receiver.delay_s = 2.5
+        jobs = {
+            policy: (
+                await make_job(
+                    client,
+                    name=f"overlap-{policy}",
+                    schedule="@every 1s",
+                    action=http(receiver, f"/{policy}"),
+                    overlap=policy,
+                    timeout_s=30,
+                    retry={"max_attempts": 1},
+                )
+            )["id"]
+            for policy in ("skip", "queue", "replace", "allow")
+        }
+        procs.runner()
+        await asyncio.sleep(8)  # eight slots of each job come and go
+        state = {policy: runs(sql, job_id) for policy, job_id in jobs.items()}
+
+        skip = state["skip"]
+        assert max_overlap(executing(skip)) == 1
+        assert sum(r["status"] == "skipped" for r in skip) >= 3
+        assert all("overlap" in r["error"] for r in skip if r["status"] == "skipped")
+
+        queue = state["queue"]
+        assert max_overlap(executing(queue)) == 1
+        assert sum(r["status"] == "pending" for r in queue) <= 1
+        assert sum(r["status"] == "skipped" for r in queue) >= 2
+
+        replace = state["replace"]
+        assert max_overlap(executing(replace)) == 1
+        cancelled = [r for r in replace if r["status"] == "cancelled"]
+        assert len(cancelled) >= 3
+        assert all("replaced" in r["error"] for r in cancelled)
+
+        assert max_overlap(executing(state["allow"])) >= 2
+
+    async def test_manual_trigger_obeys_the_overlap_policy(self, client, procs, receiver):
+        receiver.delay_s = 5
+        job = await make_job(
+            client,
+            name="manual",
+            schedule=f"@at {soon(0.5)}",
+            action=http(receiver),
+            overlap="skip",
+            timeout_s=30,
+        )
+        procs.runner()
+        await eventually(lambda: receiver.count() == 1, what="the scheduled call")
+        response = await client.post(f"/jobs/{job['id']}/trigger")
+        assert response.status_code == 202
+        assert (response.json()["trigger"], response.json()["status"]) == ("manual", "skipped")
+        await client.patch(f"/jobs/{job['id']}", json={"overlap": "allow"})
+        response = await client.post(f"/jobs/{job['id']}/trigger")
+        assert (response.json()["trigger"], response.json()["status"]) == ("manual", "pending")
+        await eventually(lambda: receiver.count() == 2, what="the manual call")
+
+
+class TestRetriesAndCancel:
+    """Retries wait within their backoff bounds; cancel stops a call at once; retry makes an attempt."""
+
+    async def test_retry_delays_stay_within_the_backoff_bounds(self, client, procs, sql, receiver):
+        receiver.status = 500
+        job = await make_job(
+            client,
+            name="flaky",
+            schedule=f"@at {soon()}",
+            action=http(receiver),
+            retry={"max_attempts": 4, "min_backoff_s": 1, "max_backoff_s": 2},
+        )
+        procs.runner()
+        await eventually(
+            lambda: [r["status"] for r in runs(sql, job["id"])] == ["failed"] * 4,
+            timeout=30,
+            what="four attempts",
+        )
+        attempts = runs(sql, job["id"])
+        assert [r["attempt"] for r in attempts] == [1, 2, 3, 4]
+        assert [r["trigger"] for r in attempts] == ["schedule", "retry", "retry", "retry"]
+        for number, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
+            wait = (after["started_at"] - before["finished_at"]).total_seconds()
+            cap = min(2, 1 * 2 ** (number - 1))
+            assert wait >= 1 - 0.01, (number, wait)
+            assert wait <= cap + 2, (number, wait)  # + the time a runner takes to pick it up
+
+    async def test_cancel_stops_the_call_within_a_second(self, client, procs, sql, receiver):
+        receiver.delay_s = 30
+        runner = procs.runner()
+        job = await make_job(
+            client, name="long", schedule=f"@at {soon()}", action=http(receiver), timeout_s=120
+        )
+        await eventually(lambda: receiver.count() == 1, what="the call")
+        run = runs(sql, job["id"])[0]
+        asked = datetime.now(UTC)
+        response = await client.post(f"/runs/{run['id']}/cancel")
+        assert response.status_code == 202
+        assert response.json()["status"] == "cancelled"
+        stopped = await eventually(
+            lambda: log_events(runner, "run_stopped"), what="the runner to stop the call"
+        )
+        assert stopped[0]["reason"] == "cancelled"
+        assert stamp(stopped[0]) - asked < timedelta(seconds=1)
+        assert (await client.post(f"/runs/{run['id']}/cancel")).status_code == 409
+        assert runs(sql, job["id"])[0]["status"] == "cancelled"
+
+    async def test_manual_retry_of_a_failed_run_makes_a_new_attempt(self, client, procs, sql, receiver):
+        receiver.status = 500
+        job = await make_job(
+            client, name="once", schedule=f"@at {soon()}", action=http(receiver), retry={"max_attempts": 1}
+        )
+        procs.runner()
+        await eventually(
+            lambda: [r["status"] for r in runs(sql, job["id"])] == ["failed"], what="the failure"
+        )
+        failed = runs(sql, job["id"])[0]
+        receiver.status = 200
+        response = await client.post(f"/runs/{failed['id']}/retry")
+        assert response.status_code == 202
+        assert (response.json()["attempt"], response.json()["trigger"]) == (2, "retry")
+        await eventually(
+            lambda: [r["status"] for r in runs(sql, job["id"])] == ["failed", "succeeded"], what="the retry"
+        )
+        assert (await client.post(f"/runs/{failed['id']}/retry")).status_code == 409  # not the newest attempt
+        newest = runs(sql, job["id"])[1]
+        assert (await client.post(f"/runs/{newest['id']}/retry")).status_code == 409  # succeeded
+
+    async def test_deleting_a_job_cancels_its_running_run(self, client, procs, sql, receiver):
+        receiver.delay_s = 30
+        runner = procs.runner()
+        job = await make_job(
+            client, name="doomed", schedule=f"@at {soon()}", action=http(receiver), timeout_s=120
+        )
+        await eventually(lambda: receiver.count() == 1, what="the call")
+        assert (await client.delete(f"/jobs/{job['id']}")).status_code == 204
+        assert runs(sql, job["id"])[0]["status"] == "cancelled"
+        await eventually(lambda: log_events(runner, "run_stopped"), what="the runner to stop the call")
+
+
+class TestShutdown:
+    """SIGTERM drains in-flight runs; what cannot finish in the grace goes straight to another runner."""
+
+    async def test_sigterm_lets_in_flight_calls_finish(self, client, procs, sql, receiver):
+        receiver.delay_s = 2
+        runner = procs.runner(shutdown_grace_s=20)
+        ids = [
+            (await make_job(client, name=f"drain-{i}", schedule=f"@at {soon()}", action=http(receiver)))["id"]
+            for i in range(5)
+        ]
+        await eventually(lambda: receiver.count() == 5, what="five calls in flight")
+        runner.signal(signal.SIGTERM)
+        assert runner.popen.wait(timeout=20) == 0
+        assert [runs(sql, job_id)[0]["status"] for job_id in ids] == ["succeeded"] * 5
+
+    async def test_runs_left_at_the_end_of_the_grace_are_handed_back(self, client, procs, sql, receiver):
+        receiver.delay_s = 8
+        leaving = procs.runner(shutdown_grace_s=0.5)
+        job = await make_job(
+            client, name="handoff", schedule=f"@at {soon()}", action=http(receiver), timeout_s=60
+        )
+        await eventually(lambda: receiver.count() == 1, what="the call")
+        receiver.delay_s = 0
+        leaving.signal(signal.SIGTERM)
+        assert leaving.popen.wait(timeout=20) == 0
+        gone_at = datetime.now(UTC)
+        assert runs(sql, job["id"])[0]["status"] == "pending"
+        procs.runner()  # lease is 30 s: only a hand-back lets this one start the run at once
+        await eventually(lambda: runs(sql, job["id"])[0]["status"] == "succeeded", what="the other runner")
+        run = runs(sql, job["id"])[0]
+        assert run["attempt"] == 1
+        assert run["started_at"] - gone_at < timedelta(seconds=15)
+
+    async def test_a_second_signal_exits_at_once(self, client, procs, receiver):
+        receiver.delay_s = 30
+        runner = procs.runner(shutdown_grace_s=60)
+        await make_job(client, name="stuck", schedule=f"@at {soon()}", action=http(receiver), timeout_s=120)
+        await eventually(lambda: receiver.count() == 1, what="the call")
+        runner.signal(signal.SIGTERM)
+        await eventually(lambda: log_events(runner, "runner_draining"), what="draining")
+        runner.signal(signal.SIGTERM)
+        assert runner.popen.wait(timeout=10) != 0
+
+
+class TestRetention:
+    """Runs are partitioned by day; partitions are made ahead and dropped past the retention."""
+
+    async def test_upkeep_creates_ahead_and_drops_expired_partitions(self, db_url, sql):
+        from scheduler.db import make_pool  # noqa: PLC0415
+        from scheduler.runner.loop import Runner  # noqa: PLC0415
+        from scheduler.runner.service import http_client  # noqa: PLC0415
+        from tests.conftest import settings_for  # noqa: PLC0415
+
+        sql("SELECT run_partitions_ensure(current_date - 45, current_date - 44)")
+        sql("DROP TABLE IF EXISTS runs_" + (datetime.now(UTC).date() + timedelta(days=7)).strftime("%Y%m%d"))
+        settings = settings_for(db_url, run_retention_days=30)
+        pool = make_pool(db_url, application_name="scheduler-test", max_size=2)
+        await pool.open()
+        try:
+            async with http_client(settings) as http_client_:
+                done = await Runner(settings, pool, http_client_).upkeep_once()
+        finally:
+            await pool.close()
+        assert done.locked
+        assert done.dropped >= 2
+        assert done.created >= 1
+        names = {row[0] for row in sql("SELECT relname FROM pg_class WHERE relname LIKE 'runs_2%%'")}
+        today = datetime.now(UTC).date()
+        assert (today - timedelta(days=45)).strftime("runs_%Y%m%d") not in names
+        assert all((today + timedelta(days=d)).strftime("runs_%Y%m%d") in names for d in range(8))
