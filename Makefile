@@ -35,7 +35,7 @@ test: $(VENV)/.installed-test
 
 ## bench: the standard benchmark set; tables on stdout, JSON in bench/results/
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -6,12 +6,14 @@ Each test gets a fresh database cloned from a migrated template; receivers are r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,12 +25,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from scheduler import db, store
 from scheduler.api.app import create_app
+from scheduler.api.auth import key_hash, new_key
 from scheduler.config import Settings, load_settings
+from scheduler.ids import uuid7
 from scheduler.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +46,15 @@ def _docker_answers() -> bool:
     try:
         import docker  # noqa: PLC0415 - only when no URL is given
 
-        docker.from_env(timeout=2).ping()
+        engine = docker.from_env(timeout=2)
     except Exception:
         return False
+    try:
+        engine.ping()
+    except Exception:
+        return False
+    finally:
+        engine.close()
     return True
 
 
@@ -314,3 +326,52 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
+    """Poll a condition from an async test until it holds, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+async def create_api_key(db_url: str, namespace: str) -> str:
+    """Make an API key for ``namespace`` the way `scheduler keys create` does; return the key."""
+    key = new_key()
+    conn = await db.connect(db_url, application_name="tests")
+    async with conn, conn.transaction():
+        await store.namespace_ensure(conn, name=namespace)
+        await store.api_key_insert(
+            conn, key_id=uuid7(), namespace=namespace, prefix=key[:12], key_hash=key_hash(key), description=""
+        )
+    return key
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_api(procs: Procs, *, auth: str = "off") -> str:
+    """Start `scheduler api` on a free port and return its URL once /healthz answers."""
+    port = free_port()
+    proc = procs.start(["-m", "scheduler", "api", "--port", str(port)], auth=auth)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.popen.poll() is not None:
+            pytest.fail(f"the API exited with {proc.popen.returncode}:\n{proc.output()}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=60, what="the API's /healthz")
+    return url

@@ -103,7 +103,7 @@ class TestNamedQueries:
                 .startswith((b"SELECT", b"INSERT", b"UPDATE", b"DELETE", b"WITH"))
             ):
                 continue
-            text = re.sub(rb"%\((\w+)\)s", b"NULL", query.sql)
+            text = re.sub(rb"%\((\w+)\)[sb]", b"NULL", query.sql)
             sql(f"PREPARE check_{name} AS {text.decode()}")
             sql(f"DEALLOCATE check_{name}")
 

@@ -1,14 +1,15 @@
 -- name: run_insert_many
 -- Records the fires of one claim batch. Rows that start now get the lease and a fresh fencing
--- token; the unique constraint on (job, slot, attempt), not luck, is what keeps two runners from
--- recording one slot twice: a conflicting row is dropped and not returned, so it is not executed.
+-- token; rows of actions finished inline (log) arrive final. The unique constraint on (job, slot,
+-- attempt), not luck, keeps two runners from recording one slot twice: a conflicting row is
+-- dropped and not returned, so it is not executed.
 INSERT INTO runs (
     id, job_id, scheduled_for, trigger, attempt, status, runner, lease_token, lease_expires_at,
     available_at, started_at, finished_at, duration_ms, error
 )
 SELECT
     u.id, u.job_id, u.scheduled_for, u.trigger, u.attempt, u.status,
-    CASE WHEN u.status = 'running' THEN %(runner)s END,
+    CASE WHEN u.status NOT IN ('pending', 'skipped') THEN %(runner)s END,
     CASE WHEN u.status = 'running' THEN gen_random_uuid() END,
     CASE WHEN u.status = 'running' THEN now() + make_interval(secs => %(lease_s)s) END,
     now() + make_interval(secs => u.available_in_s),
@@ -17,9 +18,9 @@ SELECT
     CASE WHEN u.status NOT IN ('pending', 'running') THEN 0 END,
     u.error
 FROM unnest(
-    %(ids)s::uuid[], %(job_ids)s::uuid[], %(scheduled_fors)s::timestamptz[],
-    %(triggers)s::run_trigger[], %(attempts)s::integer[], %(statuses)s::run_status[],
-    %(available_in_s)s::double precision[], %(errors)s::text[]
+    %(ids)b::uuid[], %(job_ids)b::uuid[], %(scheduled_fors)b::timestamptz[],
+    %(triggers)b::run_trigger[], %(attempts)b::integer[], %(statuses)b::run_status[],
+    %(available_in_s)b::double precision[], %(errors)b::text[]
 ) AS u(id, job_id, scheduled_for, trigger, attempt, status, available_in_s, error)
 ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
 RETURNING id, scheduled_for, status, lease_token, started_at
@@ -32,9 +33,9 @@ RETURNING id, scheduled_for, status, lease_token, started_at
 -- rows were locked first by job_lock_many.
 WITH outcome AS (
     SELECT * FROM unnest(
-        %(ids)s::uuid[], %(scheduled_fors)s::timestamptz[], %(lease_tokens)s::uuid[],
-        %(statuses)s::run_status[], %(durations_ms)s::integer[], %(http_statuses)s::integer[],
-        %(outputs)s::text[], %(errors)s::text[]
+        %(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[],
+        %(statuses)b::run_status[], %(durations_ms)b::integer[], %(http_statuses)b::integer[],
+        %(outputs)b::text[], %(errors)b::text[]
     ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error)
 ), done AS (
     UPDATE runs r SET
@@ -164,7 +165,7 @@ SELECT max(attempt) FROM runs WHERE job_id = %(job_id)s AND scheduled_for = %(sc
 -- Overlap "queue": when the job's running run ends, its waiting run becomes available now.
 WITH promoted AS (
     UPDATE runs SET available_at = now()
-    WHERE job_id = ANY(%(job_ids)s::uuid[]) AND status = 'pending' AND available_at IS NULL
+    WHERE job_id = ANY(%(job_ids)b::uuid[]) AND status = 'pending' AND available_at IS NULL
     RETURNING id
 )
 SELECT count(*), pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) > 0
@@ -178,7 +179,7 @@ SELECT EXISTS (
 -- name: job_add_active_many
 -- Adjusts the count of unfinished runs of locked jobs after a batch added retries.
 UPDATE jobs j SET active_runs = greatest(j.active_runs + u.delta, 0)
-FROM unnest(%(ids)s::uuid[], %(deltas)s::integer[]) AS u(id, delta)
+FROM unnest(%(ids)b::uuid[], %(deltas)b::integer[]) AS u(id, delta)
 WHERE j.id = u.id
 
 -- name: job_add_active
@@ -214,7 +215,7 @@ RETURNING
 -- Renews the leases of runs still executing; a row that is no longer running under the caller's
 -- token is not returned, telling the runner to abandon that call.
 UPDATE runs r SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-FROM unnest(%(ids)s::uuid[], %(scheduled_fors)s::timestamptz[], %(lease_tokens)s::uuid[])
+FROM unnest(%(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[])
     AS u(id, scheduled_for, lease_token)
 WHERE r.id = u.id AND r.scheduled_for = u.scheduled_for AND r.lease_token = u.lease_token
   AND r.status = 'running'
@@ -231,7 +232,7 @@ WITH released AS (
         lease_expires_at = NULL,
         started_at = NULL,
         available_at = now()
-    FROM unnest(%(ids)s::uuid[], %(scheduled_fors)s::timestamptz[], %(lease_tokens)s::uuid[])
+    FROM unnest(%(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[])
         AS u(id, scheduled_for, lease_token)
     WHERE r.id = u.id AND r.scheduled_for = u.scheduled_for AND r.lease_token = u.lease_token
       AND r.status = 'running'

@@ -10,6 +10,10 @@ LISTEN scheduler_wake
 -- Carries the id of a cancelled run, so the runner executing it stops the call at once.
 LISTEN scheduler_cancel
 
+-- name: listen_secrets
+-- Carries a namespace whose signing secrets changed (a rotation), so runners drop their copy.
+LISTEN scheduler_secrets
+
 -- name: maintenance_try_lock
 -- Only one runner at a time does partition upkeep; the others skip it (transaction-scoped lock).
 SELECT pg_try_advisory_xact_lock(7262019385)

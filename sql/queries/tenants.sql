@@ -41,3 +41,22 @@ WHERE namespace = %(namespace)s AND expires_at IS NULL
 SELECT secret FROM signing_secrets
 WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now())
 ORDER BY created_at DESC
+
+-- name: namespace_usage_add
+-- Counts a job into (or, with -1, out of) its namespace inside the creating or deleting
+-- transaction; the row lock it takes makes concurrent creates in one namespace check the quota one
+-- after another, and the returned count is what the quota is checked against.
+INSERT INTO namespace_usage (namespace, jobs) VALUES (%(namespace)s, greatest(%(delta)s, 0))
+ON CONFLICT (namespace) DO UPDATE SET jobs = greatest(namespace_usage.jobs + %(delta)s, 0)
+RETURNING jobs
+
+-- name: signing_secrets_valid
+-- What `scheduler secrets show` prints: every secret still valid, newest first, with its expiry.
+SELECT secret, created_at, expires_at FROM signing_secrets
+WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now())
+ORDER BY created_at DESC
+
+-- name: signing_secrets_changed
+-- Tells the runners (at commit) to drop their cached secrets of this namespace, so a rotation signs
+-- with the new secret at once rather than when the cache expires.
+SELECT pg_notify('scheduler_secrets', %(namespace)s)

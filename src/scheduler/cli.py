@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from scheduler import __version__
+from scheduler.client import add_jobs_parser, jobs_command
 from scheduler.config import ConfigError, Settings, load_settings
 
 
@@ -47,12 +52,18 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings()
     _database_url(settings)
     configure_logging(settings)
+    workers = args.workers or settings.api_workers
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its samples here and /metrics sums them, whichever worker answers.
+        folder = tempfile.mkdtemp(prefix="scheduler-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     uvicorn.run(
         "scheduler.api.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers or settings.api_workers,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         access_log=False,
@@ -82,6 +93,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from scheduler.keys import keys_command  # noqa: PLC0415
 
     return asyncio.run(keys_command(args, _database_url(_settings())))
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Manage jobs through a running API (SCHEDULER_URL, SCHEDULER_API_KEY)."""
+    return jobs_command(args, _settings())
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """Show or rotate a namespace's webhook signing secrets."""
+    from scheduler.secrets_cli import secrets_command  # noqa: PLC0415
+
+    return asyncio.run(secrets_command(args, _database_url(_settings())))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
     revoke.add_argument("key")
     keys.set_defaults(func=cmd_keys)
+
+    secrets = sub.add_parser("secrets", help="show or rotate a namespace's webhook signing secrets")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    show = secrets_sub.add_parser("show", help="print the secrets receivers accept, the current one first")
+    show.add_argument("--namespace", required=True)
+    rotate = secrets_sub.add_parser(
+        "rotate", help="make a new current secret; the previous one stays valid for the grace period"
+    )
+    rotate.add_argument("--namespace", required=True)
+    rotate.add_argument(
+        "--grace-s", type=int, help="seconds the previous secret stays valid and signing (default 86400)"
+    )
+    secrets.set_defaults(func=cmd_secrets)
+
+    add_jobs_parser(sub).set_defaults(func=cmd_jobs)
     return parser
 
 

@@ -26,6 +26,12 @@ class Settings:
     port: int = 8000
     api_workers: int = 1
     auth: Literal["required", "off"] = "required"
+    rate_limit_per_s: int = 50
+    """Requests per second each API key may make to one API worker process (its token bucket refill)."""
+    rate_limit_burst: int = 100
+    """Requests a rested key may make at once before the per-second rate applies (its bucket size)."""
+    namespace_job_quota: int = 100_000
+    """Most jobs one namespace may hold; creating one more answers 422."""
     http_allow_nets: tuple[Network, ...] = ()
     """Networks outbound calls may reach despite the address rules."""
     log_format: Literal["json", "console"] = "json"
@@ -45,6 +51,10 @@ class Settings:
     """Most database connections one API worker opens."""
     runner_name: str = ""
     """How a runner names itself in run rows; host:pid unless set."""
+    url: str = "http://127.0.0.1:8000"
+    """Base URL of the API that the `scheduler jobs` client talks to."""
+    api_key: str | None = None
+    """Bearer key the `scheduler jobs` client sends; unset sends none (for SCHEDULER_AUTH=off)."""
 
     def runner_id(self) -> str:
         """Return the name this runner process writes into the runs it owns."""
@@ -62,6 +72,9 @@ _INT_RANGES: Mapping[str, tuple[int, int]] = {
     "claim_batch": (1, 10_000),
     "run_retention_days": (1, 3650),
     "db_pool_max": (1, 1000),
+    "rate_limit_per_s": (1, 1_000_000),
+    "rate_limit_burst": (1, 1_000_000),
+    "namespace_job_quota": (1, 100_000_000),
 }
 _FLOAT_RANGES: Mapping[str, tuple[float, float]] = {
     "poll_interval_s": (0.01, 60.0),

@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 
+import msgspec
 import structlog
 
 from scheduler.config import Settings
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _dumps(event: object, **_: object) -> str:
+    # msgspec writes UUIDs and datetimes natively, and faster than json.dumps writes anything.
+    return msgspec.json.encode(event, enc_hook=str).decode()
 
 
 def configure_logging(settings: Settings) -> None:
@@ -24,7 +30,10 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_format == "console":
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     else:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

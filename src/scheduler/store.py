@@ -17,11 +17,14 @@ from psycopg.rows import RowMaker
 from scheduler.db import AsyncConn
 from scheduler.ids import uuid7, uuid7_time
 from scheduler.models import (
+    MISFIRE_POLICY,
+    OVERLAP_POLICY,
+    RUN_STATUS,
+    RUN_TRIGGER,
     Action,
     Job,
     LastRun,
     Misfire,
-    MisfirePolicy,
     OverlapPolicy,
     RetryPolicy,
     Run,
@@ -66,11 +69,11 @@ def _build_job(c: dict[str, int], v: Sequence[Any]) -> Job:
             max_backoff_s=v[c["retry_max_backoff_s"]],
         ),
         misfire=Misfire(
-            policy=MisfirePolicy(v[c["misfire_policy"]]),
+            policy=MISFIRE_POLICY[v[c["misfire_policy"]]],
             grace_s=v[c["misfire_grace_s"]],
             window_s=v[c["misfire_window_s"]],
         ),
-        overlap=OverlapPolicy(v[c["overlap"]]),
+        overlap=OVERLAP_POLICY[v[c["overlap"]]],
         paused=v[c["paused"]],
         labels=_labels_decoder.decode(v[c["labels"]]),
         next_run_at=v[c["next_run_at"]],
@@ -79,7 +82,7 @@ def _build_job(c: dict[str, int], v: Sequence[Any]) -> Job:
         if last_id is None
         else LastRun(
             id=last_id,
-            status=RunStatus(v[c["last_run_status"]]),
+            status=RUN_STATUS[v[c["last_run_status"]]],
             scheduled_for=v[c["last_run_scheduled_for"]],
             finished_at=v[c["last_run_finished_at"]],
         ),
@@ -94,9 +97,9 @@ def _build_run(c: dict[str, int], v: Sequence[Any]) -> Run:
         id=v[c["id"]],
         job_id=v[c["job_id"]],
         scheduled_for=v[c["scheduled_for"]],
-        trigger=RunTrigger(v[c["trigger"]]),
+        trigger=RUN_TRIGGER[v[c["trigger"]]],
         attempt=v[c["attempt"]],
-        status=RunStatus(v[c["status"]]),
+        status=RUN_STATUS[v[c["status"]]],
         runner=v[c["runner"]],
         started_at=v[c["started_at"]],
         finished_at=v[c["finished_at"]],
@@ -235,13 +238,6 @@ async def run_cancel_active_for_job(conn: AsyncConn, *, job_id: UUID, reason: st
     return [row[0] for row in await cur.fetchall()]
 
 
-async def job_count(conn: AsyncConn, *, namespace: str) -> int:
-    """Return how many jobs the namespace holds."""
-    cur = await conn.execute(q("job_count"), {"namespace": namespace})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 # ---------------------------------------------------------------------------------- runner side
 
 
@@ -284,11 +280,11 @@ def _build_due(c: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
             max_backoff_s=v[c["retry_max_backoff_s"]],
         ),
         misfire=Misfire(
-            policy=MisfirePolicy(v[c["misfire_policy"]]),
+            policy=MISFIRE_POLICY[v[c["misfire_policy"]]],
             grace_s=v[c["misfire_grace_s"]],
             window_s=v[c["misfire_window_s"]],
         ),
-        overlap=OverlapPolicy(v[c["overlap"]]),
+        overlap=OVERLAP_POLICY[v[c["overlap"]]],
         active_runs=v[c["active_runs"]],
     )
     return due, v[c["db_now"]]
@@ -308,11 +304,14 @@ async def job_claim_due(conn: AsyncConn, *, limit: int) -> tuple[list[DueJob], d
 
 
 class Advance(msgspec.Struct, kw_only=True, frozen=True):
-    """A claimed job's new next slot and how many unfinished runs its claim added."""
+    """A claimed job's next slot, its added unfinished runs, and its newest run finished inline."""
 
     job_id: UUID
     next_run_at: datetime | None
     active_delta: int
+    last_run_id: UUID | None = None
+    last_run_status: RunStatus | None = None
+    last_run_slot: datetime | None = None
 
 
 async def job_advance_many(conn: AsyncConn, advances: Sequence[Advance]) -> None:
@@ -325,6 +324,9 @@ async def job_advance_many(conn: AsyncConn, advances: Sequence[Advance]) -> None
             "ids": [a.job_id for a in advances],
             "next_run_ats": [a.next_run_at for a in advances],
             "active_deltas": [a.active_delta for a in advances],
+            "last_run_ids": [a.last_run_id for a in advances],
+            "last_run_statuses": [a.last_run_status.value if a.last_run_status else None for a in advances],
+            "last_run_slots": [a.last_run_slot for a in advances],
         },
     )
 
@@ -334,14 +336,27 @@ async def job_lock_many(conn: AsyncConn, job_ids: Sequence[UUID]) -> None:
     await conn.execute(q("job_lock_many"), {"ids": sorted(set(job_ids))})
 
 
-async def job_next_due(conn: AsyncConn) -> float | None:
-    """Seconds until the earliest slot or pending run (negative when overdue); None when idle."""
+async def job_due_backlog(conn: AsyncConn) -> int:
+    """How many jobs are due now and not yet claimed (capped at a million)."""
+    cur = await conn.execute(q("job_due_backlog"))
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+class NextDue(msgspec.Struct, frozen=True):
+    """Seconds until the earliest slot and the earliest pending run (negative when overdue)."""
+
+    slot_in_s: float | None
+    pending_in_s: float | None
+
+
+async def job_next_due(conn: AsyncConn) -> NextDue:
+    """How long the runner may sleep, by the database clock."""
     cur = await conn.execute(q("job_next_due"))
     row = await cur.fetchone()
     if row is None:
-        return None
-    waits = [float(value) for value in row if value is not None]
-    return min(waits) if waits else None
+        return NextDue(None, None)
+    return NextDue(None if row[0] is None else float(row[0]), None if row[1] is None else float(row[1]))
 
 
 class NewRun(msgspec.Struct, kw_only=True, frozen=True):
@@ -392,7 +407,7 @@ async def run_insert_many(
     )
     return [
         InsertedRun(
-            id=row[0], scheduled_for=row[1], status=RunStatus(row[2]), lease_token=row[3], started_at=row[4]
+            id=row[0], scheduled_for=row[1], status=RUN_STATUS[row[2]], lease_token=row[3], started_at=row[4]
         )
         for row in await cur.fetchall()
     ]
@@ -646,7 +661,7 @@ async def run_claim_pending(conn: AsyncConn, *, limit: int, runner: str, lease_s
             run_id=row[0],
             job_id=row[1],
             scheduled_for=row[2],
-            trigger=RunTrigger(row[3]),
+            trigger=RUN_TRIGGER[row[3]],
             attempt=row[4],
             lease_token=row[5],
             started_at=row[6],
@@ -655,7 +670,7 @@ async def run_claim_pending(conn: AsyncConn, *, limit: int, runner: str, lease_s
             action=_action_decoder.decode(row[9]),
             timeout_s=row[10],
             retry=RetryPolicy(max_attempts=row[11], min_backoff_s=row[12], max_backoff_s=row[13]),
-            overlap=OverlapPolicy(row[14]),
+            overlap=OVERLAP_POLICY[row[14]],
         )
         for row in await cur.fetchall()
     ]
@@ -706,11 +721,11 @@ async def run_find_expired(conn: AsyncConn, *, limit: int) -> list[ExpiredRun]:
             run_id=row[0],
             job_id=row[1],
             scheduled_for=row[2],
-            trigger=RunTrigger(row[3]),
+            trigger=RUN_TRIGGER[row[3]],
             attempt=row[4],
             runner=row[5],
             retry=RetryPolicy(max_attempts=row[6], min_backoff_s=row[7], max_backoff_s=row[8]),
-            overlap=OverlapPolicy(row[9]),
+            overlap=OVERLAP_POLICY[row[9]],
         )
         for row in await cur.fetchall()
     ]
@@ -733,9 +748,10 @@ async def health_check(conn: AsyncConn) -> None:
 
 
 async def listen(conn: AsyncConn) -> None:
-    """Subscribe a runner's listening connection to the wake and cancel channels."""
+    """Subscribe a runner's listening connection to the wake, cancel and secrets channels."""
     await conn.execute(q("listen_wake"))
     await conn.execute(q("listen_cancel"))
+    await conn.execute(q("listen_secrets"))
 
 
 class PartitionUpkeep(msgspec.Struct, kw_only=True, frozen=True):
@@ -783,3 +799,27 @@ async def signing_secret_create(
     if grace_s is not None:
         await conn.execute(q("signing_secret_expire_current"), {"namespace": namespace, "grace_s": grace_s})
     await conn.execute(q("signing_secret_insert"), {"id": uuid7(), "namespace": namespace, "secret": secret})
+    await conn.execute(q("signing_secrets_changed"), {"namespace": namespace})
+
+
+async def namespace_usage_add(conn: AsyncConn, *, namespace: str, delta: int) -> int:
+    """Count jobs into or out of a namespace (caller's transaction); return its new job count."""
+    cur = await conn.execute(q("namespace_usage_add"), {"namespace": namespace, "delta": delta})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+class SigningSecret(msgspec.Struct, kw_only=True, frozen=True):
+    """A namespace's signing secret that is still valid; ``expires_at`` is None for the current one."""
+
+    secret: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+async def signing_secrets_valid(conn: AsyncConn, *, namespace: str) -> list[SigningSecret]:
+    """The namespace's secrets that still verify, newest (the current one) first."""
+    cur = await conn.execute(q("signing_secrets_valid"), {"namespace": namespace})
+    return [
+        SigningSecret(secret=row[0], created_at=row[1], expires_at=row[2]) for row in await cur.fetchall()
+    ]

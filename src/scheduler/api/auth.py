@@ -6,11 +6,13 @@ import hashlib
 import secrets
 import time
 
+from litestar import Response
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from scheduler import store
+from scheduler.api.limits import RateLimiter, retry_after
 from scheduler.api.problems import problem_response
 from scheduler.api.state import NAMESPACE_KEY
 from scheduler.config import Settings
@@ -35,13 +37,17 @@ def key_hash(key: str) -> bytes:
 
 
 class AuthMiddleware(ASGIMiddleware):
-    """Resolve the namespace of every request, or answer 401 without saying what was wrong."""
+    """Resolve the namespace of every request, or answer 401 without saying what was wrong.
+
+    With a limiter, each key's requests are also rate limited (429 with Retry-After).
+    """
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: RateLimiter | None = None) -> None:
         """Start with an empty key cache."""
         self._cache: dict[bytes, tuple[str, float]] = {}
+        self._limiter = limiter
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Set the namespace on the scope, then pass the request on."""
@@ -50,8 +56,8 @@ class AuthMiddleware(ASGIMiddleware):
         if settings.auth == "off":
             scope[NAMESPACE_KEY] = DEFAULT_NAMESPACE  # type: ignore[literal-required]
         elif not path.startswith(_PUBLIC):
-            namespace = await self._namespace(scope)
-            if namespace is None:
+            found = await self._namespace(scope)
+            if found is None:
                 response = problem_response(
                     401,
                     "missing or invalid API key; send Authorization: Bearer <key>",
@@ -59,10 +65,31 @@ class AuthMiddleware(ASGIMiddleware):
                 )
                 await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
                 return
+            namespace, digest = found
+            refusal = self._rate_limited(digest)
+            if refusal is not None:
+                await refusal.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+                return
             scope[NAMESPACE_KEY] = namespace  # type: ignore[literal-required]
         await next_app(scope, receive, send)
 
-    async def _namespace(self, scope: Scope) -> str | None:
+    def _rate_limited(self, digest: bytes) -> Response[bytes] | None:
+        """The 429 for a key that has used up its tokens; None while it has one to spend."""
+        if self._limiter is None:
+            return None
+        wait_s = self._limiter.take(digest)
+        if wait_s <= 0:
+            return None
+        return problem_response(
+            429,
+            f"rate limit exceeded: each key may make {self._limiter.rate_per_s:g} requests per second "
+            f"(bursts of {self._limiter.burst}); retry after {retry_after(wait_s)} s",
+            kind="rate-limited",
+            headers={"Retry-After": retry_after(wait_s)},
+        )
+
+    async def _namespace(self, scope: Scope) -> tuple[str, bytes] | None:
+        """The caller's namespace and the hash of its key; None when the key is missing or unknown."""
         header = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -76,11 +103,12 @@ class AuthMiddleware(ASGIMiddleware):
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return cached[0]
+            return cached[0], digest
         async with scope["app"].state.pool.connection() as conn:
             namespace = await store.api_key_lookup(conn, key_hash=digest)
-        if namespace is not None:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[digest] = (namespace, now + _CACHE_TTL_S)
-        return namespace
+        if namespace is None:
+            return None
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (namespace, now + _CACHE_TTL_S)
+        return namespace, digest

@@ -9,12 +9,20 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
+import psycopg
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from scheduler import overlap, schedule, store
-from scheduler.api.problems import FieldError, ProblemError, invalid, strict_decode
+from scheduler.api.problems import (
+    NUL_MESSAGE,
+    FieldError,
+    ProblemError,
+    invalid,
+    problem_responses,
+    strict_decode,
+)
 from scheduler.api.schemas import (
     JobCreate,
     JobOut,
@@ -24,9 +32,10 @@ from scheduler.api.schemas import (
     RunOut,
     RunPage,
     check_action,
+    check_instant,
     check_policies,
 )
-from scheduler.api.state import conn_for, namespace_of
+from scheduler.api.state import conn_for, namespace_of, settings_of
 from scheduler.ids import uuid7
 from scheduler.models import Job, OverlapPolicy, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleError, Timing
@@ -50,11 +59,18 @@ def first_fire(values: store.JobValues, now: datetime) -> datetime:
         return schedule.validate(timing_of(values), now)
     except ScheduleError as exc:
         raise invalid(exc.field, str(exc)) from None
+    except OverflowError:
+        raise invalid("schedule", "its fire times fall outside the years 1 to 9999") from None
 
 
 def check_values(values: store.JobValues) -> None:
     """Raise a 422 problem listing every field that is wrong."""
-    errors: list[FieldError] = check_action(values.action) + check_policies(values.retry, values.labels)
+    errors: list[FieldError] = (
+        check_instant("start_at", values.start_at)
+        + check_instant("end_at", values.end_at)
+        + check_action(values.action)
+        + check_policies(values.retry, values.labels)
+    )
     if errors:
         raise ProblemError(
             422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors, kind="invalid-request"
@@ -93,6 +109,15 @@ def _parse_label(label: str | None) -> dict[str, str]:
     return {key: value}
 
 
+def _name_taken(name: str, namespace: str) -> ProblemError:
+    return ProblemError(
+        409,
+        f"a job named {name!r} already exists in namespace {namespace!r}",
+        errors=[FieldError("name", "already exists")],
+        kind="conflict",
+    )
+
+
 def _job_not_found(job_id: UUID) -> ProblemError:
     return ProblemError(404, f"job {job_id} not found", kind="not-found")
 
@@ -103,7 +128,7 @@ class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, responses=problem_responses(400, 401, 409, 413, 422, 429))
     async def create_job(
         self, request: Request[Any, Any, Any], data: JSONBody[JobCreate]
     ) -> Response[JobOut]:
@@ -132,18 +157,23 @@ class JobController(Controller):
         first = first_fire(values, now)
         values.next_run_at = None if data.paused else first
         job_id = uuid7()
-        async with conn_for(request) as conn:
+        quota = settings_of(request).namespace_job_quota
+        async with conn_for(request) as conn, conn.transaction():
+            # The count's row lock orders racing creates, so together they cannot pass the quota;
+            # raising rolls the count back with everything else.
+            if await store.namespace_usage_add(conn, namespace=namespace, delta=1) > quota:
+                raise ProblemError(
+                    422,
+                    f"namespace {namespace!r} holds its quota of {quota} jobs; "
+                    "delete jobs before creating more",
+                    kind="quota-exceeded",
+                )
             job = await store.job_insert(conn, job_id=job_id, namespace=namespace, values=values)
-        if job is None:
-            raise ProblemError(
-                409,
-                f"a job named {data.name!r} already exists in namespace {namespace!r}",
-                errors=[FieldError("name", "already exists")],
-                kind="conflict",
-            )
+            if job is None:
+                raise _name_taken(data.name, namespace)
         return job_response(job, HTTP_201_CREATED, {"Location": f"/jobs/{job.id}"})
 
-    @get("/")
+    @get("/", responses=problem_responses(400, 401, 422, 429))
     async def list_jobs(
         self,
         request: Request[Any, Any, Any],
@@ -155,6 +185,9 @@ class JobController(Controller):
         label: FromQuery[str | None] = None,
     ) -> JobPage:
         """List jobs in creation order; follow next_cursor for the next page."""
+        for field, text in (("name_prefix", name_prefix), ("label", label)):
+            if text is not None and "\x00" in text:
+                raise invalid(field, NUL_MESSAGE, status=400)
         after_id: UUID | None = None
         if cursor is not None:
             try:
@@ -174,7 +207,7 @@ class JobController(Controller):
         next_cursor = encode_cursor(str(jobs[-1].id)) if len(jobs) == limit else None
         return JobPage(items=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
-    @get("/{job_id:uuid}")
+    @get("/{job_id:uuid}", responses=problem_responses(401, 404, 429))
     async def get_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
         """Return one job."""
         async with conn_for(request) as conn:
@@ -183,7 +216,7 @@ class JobController(Controller):
             raise _job_not_found(job_id)
         return job_response(job)
 
-    @patch("/{job_id:uuid}")
+    @patch("/{job_id:uuid}", responses=problem_responses(400, 401, 404, 409, 412, 413, 422, 429))
     async def update_job(
         self, request: Request[Any, Any, Any], job_id: FromPath[UUID], data: JSONBody[JobPatch]
     ) -> Response[JobOut]:
@@ -204,12 +237,15 @@ class JobController(Controller):
                 )
             values = _merge(job, data, now)
             check_values(values)
-            job = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+            try:
+                job = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+            except psycopg.errors.UniqueViolation:  # renamed to a name another job has
+                raise _name_taken(values.name, namespace) from None
             if job is None:  # pragma: no cover - the row is locked
                 raise _job_not_found(job_id)
         return job_response(job)
 
-    @delete("/{job_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete("/{job_id:uuid}", status_code=HTTP_204_NO_CONTENT, responses=problem_responses(401, 404, 429))
     async def delete_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> None:
         """Delete a job; its pending and running runs are cancelled, its history stays until retention."""
         namespace = namespace_of(request)
@@ -219,13 +255,14 @@ class JobController(Controller):
                 raise _job_not_found(job_id)
             await store.run_cancel_active_for_job(conn, job_id=job_id, reason="job deleted")
             await store.job_delete(conn, namespace=namespace, job_id=job_id)
+            await store.namespace_usage_add(conn, namespace=namespace, delta=-1)
 
-    @post("/{job_id:uuid}/pause", status_code=200)
+    @post("/{job_id:uuid}/pause", status_code=200, responses=problem_responses(401, 404, 429))
     async def pause_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
         """Stop firing; next_run_at becomes null. Runs already started go on."""
         return await self._set_paused(request, job_id, paused=True)
 
-    @post("/{job_id:uuid}/resume", status_code=200)
+    @post("/{job_id:uuid}/resume", status_code=200, responses=problem_responses(401, 404, 429))
     async def resume_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
         """Fire again from the next slot after now; slots passed while paused are not caught up."""
         return await self._set_paused(request, job_id, paused=False)
@@ -247,7 +284,11 @@ class JobController(Controller):
                 job = updated if updated is not None else job
         return job_response(job)
 
-    @post("/{job_id:uuid}/trigger", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{job_id:uuid}/trigger",
+        status_code=HTTP_202_ACCEPTED,
+        responses=problem_responses(401, 404, 409, 429),
+    )
     async def trigger_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> RunOut:
         """Fire the job now as a `manual` run, obeying its overlap policy (a skipped fire is recorded)."""
         namespace = namespace_of(request)
@@ -293,7 +334,7 @@ class JobController(Controller):
             await store.job_add_active(conn, job_id=job_id, delta=delta)
         return RunOut.of(run)
 
-    @get("/{job_id:uuid}/next-runs")
+    @get("/{job_id:uuid}/next-runs", responses=problem_responses(400, 401, 404, 422, 429))
     async def next_runs(
         self,
         request: Request[Any, Any, Any],
@@ -305,9 +346,12 @@ class JobController(Controller):
             job = await store.job_get(conn, namespace=namespace_of(request), job_id=job_id)
         if job is None:
             raise _job_not_found(job_id)
-        return NextRuns(next=schedule.fire_times(timing_of(job), datetime.now(UTC), count))
+        try:
+            return NextRuns(next=schedule.fire_times(timing_of(job), datetime.now(UTC), count))
+        except OverflowError:
+            raise invalid("count", "the fire times run past the year 9999; ask for fewer") from None
 
-    @get("/{job_id:uuid}/runs")
+    @get("/{job_id:uuid}/runs", responses=problem_responses(400, 401, 404, 422, 429))
     async def list_runs(
         self,
         request: Request[Any, Any, Any],

@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 log = structlog.get_logger("scheduler.api")
 T = TypeVar("T")
@@ -55,6 +56,33 @@ class ProblemError(Exception):
         self.errors = errors or []
         self.kind = kind or _slug(HTTPStatus(status).phrase)
         self.headers = headers or {}
+
+
+# What each problem status means, as the OpenAPI document describes it.
+_PROBLEM_MEANINGS: dict[int, str] = {
+    400: "Malformed request: the body is not JSON, or a cursor or filter is not usable",
+    401: "Missing or invalid API key",
+    404: "No such resource in the caller's namespace",
+    409: "The request conflicts with the resource's current state",
+    412: "If-Match does not match the job's current ETag",
+    413: "The request body is larger than 1 MiB",
+    422: "Invalid values (each named in `errors`), or the namespace's job quota is used up",
+    429: "The key's rate limit is used up; Retry-After says when to try again",
+    503: "The database does not answer",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI entries of the problems an operation answers with (RFC 9457 bodies)."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=_PROBLEM_MEANINGS[status],
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def invalid(field: str, message: str, *, status: int = 422) -> ProblemError:
@@ -111,7 +139,7 @@ def _field_from(key: str, message: str) -> tuple[str, str]:
 def strict_decode(body: bytes, kind: type[T]) -> T:
     """Decode a request body strictly: Litestar's own pass coerces "30" into 30, which we refuse."""
     try:
-        return msgspec.json.decode(body, type=kind, strict=True)
+        decoded = msgspec.json.decode(body, type=kind, strict=True)
     except msgspec.ValidationError as exc:
         field, message = _field_from("", str(exc))
         raise ProblemError(
@@ -124,6 +152,35 @@ def strict_decode(body: bytes, kind: type[T]) -> T:
             errors=[FieldError("body", str(exc))],
             kind="malformed-request",
         ) from None
+    # PostgreSQL text and jsonb cannot hold NUL, and JSON can only carry one as this escape.
+    if b"\\u0000" in body:
+        where = nul_field(msgspec.json.decode(body))
+        if where is not None:
+            raise invalid(where or "body", NUL_MESSAGE)
+    return decoded
+
+
+NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
+
+
+def nul_field(value: Any, path: str = "") -> str | None:
+    """The path of the first string in a decoded JSON value that holds a NUL; None when none does."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return child
+            items.append((child, item))
+    elif isinstance(value, list):
+        items = [(f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value)]
+    for child, item in items:
+        found = nul_field(item, child)
+        if found is not None:
+            return found
+    return None
 
 
 def on_problem(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
@@ -188,5 +245,7 @@ __all__ = [
     "Problem",
     "ProblemError",
     "invalid",
+    "nul_field",
     "problem_response",
+    "problem_responses",
 ]

@@ -10,7 +10,7 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from scheduler import store
-from scheduler.api.problems import ProblemError
+from scheduler.api.problems import ProblemError, problem_responses
 from scheduler.api.schemas import RunOut
 from scheduler.api.state import conn_for, namespace_of
 from scheduler.db import AsyncConn
@@ -29,7 +29,7 @@ class RunController(Controller):
     path = "/runs"
     tags = ["runs"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
-    @get("/{run_id:uuid}")
+    @get("/{run_id:uuid}", responses=problem_responses(401, 404, 429))
     async def get_run(self, request: Request[Any, Any, Any], run_id: FromPath[UUID]) -> RunOut:
         """Return one run."""
         async with conn_for(request) as conn:
@@ -38,7 +38,11 @@ class RunController(Controller):
             raise run_not_found(run_id)
         return RunOut.of(run)
 
-    @post("/{run_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{run_id:uuid}/cancel",
+        status_code=HTTP_202_ACCEPTED,
+        responses=problem_responses(401, 404, 409, 429),
+    )
     async def cancel_run(self, request: Request[Any, Any, Any], run_id: FromPath[UUID]) -> RunOut:
         """Cancel a pending or running run; its runner stops the call within a second. 409 once finished."""
         namespace = namespace_of(request)
@@ -61,7 +65,9 @@ class RunController(Controller):
                 await store.run_promote_queued(conn, job_ids=[job.id])
         return RunOut.of(cancelled)
 
-    @post("/{run_id:uuid}/retry", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{run_id:uuid}/retry", status_code=HTTP_202_ACCEPTED, responses=problem_responses(401, 404, 409, 429)
+    )
     async def retry_run(self, request: Request[Any, Any, Any], run_id: FromPath[UUID]) -> RunOut:
         """Start a new attempt of a failed, timed-out, cancelled or lost run (its newest attempt)."""
         namespace = namespace_of(request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -226,12 +226,12 @@ class Health(msgspec.Struct):
 # ------------------------------------------------------------------------------------- checks
 
 
-def check_action(action: Action) -> list[FieldError]:
-    """Return what is wrong with an action beyond its types."""
-    if not isinstance(action, HttpAction):
-        return []
+def _check_url(url: str) -> list[FieldError]:
     errors: list[FieldError] = []
-    parts = urlsplit(action.url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced IPv6 bracket, for one
+        return [FieldError("action.url", f"is not a URL ({exc})")]
     if parts.scheme not in ("http", "https"):
         errors.append(FieldError("action.url", "must be an http:// or https:// URL"))
     elif not parts.hostname:
@@ -243,8 +243,16 @@ def check_action(action: Action) -> list[FieldError]:
             _ = parts.port
         except ValueError:
             errors.append(FieldError("action.url", "has an invalid port"))
-    if any(ch in action.url for ch in " \r\n\t"):
+    if any(ch in url for ch in " \r\n\t"):
         errors.append(FieldError("action.url", "must not contain whitespace"))
+    return errors
+
+
+def check_action(action: Action) -> list[FieldError]:
+    """Return what is wrong with an action beyond its types."""
+    if not isinstance(action, HttpAction):
+        return []
+    errors = _check_url(action.url)
     for name, value in action.headers.items():
         if not _HEADER_NAME.match(name):
             errors.append(FieldError(f"action.headers.{name}", "is not a valid header name"))
@@ -267,6 +275,19 @@ def check_action(action: Action) -> list[FieldError]:
     if action.method in ("GET", "HEAD") and action.body is not None:
         errors.append(FieldError("action.body", f"a {action.method} request carries no body"))
     return errors
+
+
+# Instants a job or a preview may name: beyond them, the date arithmetic of fire times and the
+# database's round trip of timestamps (year 1 with an offset is year 0 in UTC) break down.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def check_instant(field: str, value: datetime | None) -> list[FieldError]:
+    """Return the error of an instant outside the years the scheduler works with."""
+    if value is None or EARLIEST_INSTANT <= value < LATEST_INSTANT:
+        return []
+    return [FieldError(field, "must lie between 1970-01-01 and 9000-01-01")]
 
 
 def check_policies(retry: RetryPolicy, labels: dict[str, str]) -> list[FieldError]:

@@ -10,9 +10,10 @@ from litestar.params import JSONBody
 from litestar.response import Redirect
 
 from scheduler import schedule, store
-from scheduler.api.problems import invalid, problem_response, strict_decode
-from scheduler.api.schemas import Health, NextRuns, PreviewIn
+from scheduler.api.problems import invalid, problem_response, problem_responses, strict_decode
+from scheduler.api.schemas import Health, NextRuns, PreviewIn, check_instant
 from scheduler.api.state import conn_for
+from scheduler.metrics import ApiMetrics
 from scheduler.schedule import ScheduleError, Timing
 
 
@@ -22,7 +23,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@get("/readyz", tags=["system"], response_model=Health)
+@get("/readyz", tags=["system"], response_model=Health, responses=problem_responses(503))
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     """Readiness: the database answers."""
     try:
@@ -33,20 +34,39 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response(Health(status="ready"))
 
 
-@post("/schedules/preview", tags=["schedules"], status_code=200)
+@post(
+    "/schedules/preview",
+    tags=["schedules"],
+    status_code=200,
+    responses=problem_responses(400, 401, 413, 422, 429),
+)
 async def preview(request: Request[Any, Any, Any], data: JSONBody[PreviewIn]) -> NextRuns:
     """Validate a schedule and list its next fire times, without storing anything."""
     data = strict_decode(await request.body(), PreviewIn)
+    if errors := check_instant("after", data.after):
+        raise invalid(errors[0].field, errors[0].message)
     after = data.after or datetime.now(UTC)
     timing = Timing(data.schedule, data.timezone, anchor_at=after.replace(microsecond=0))
     try:
         schedule.validate(timing, after)
     except ScheduleError as exc:
         raise invalid(exc.field, str(exc)) from None
-    return NextRuns(next=schedule.fire_times(timing, after, data.count))
+    except OverflowError:
+        raise invalid("schedule", "its fire times fall outside the years 1 to 9999") from None
+    try:
+        return NextRuns(next=schedule.fire_times(timing, after, data.count))
+    except OverflowError:
+        raise invalid("count", "the fire times run past the year 9999; ask for fewer") from None
 
 
 @get("/docs", include_in_schema=False)
 async def docs() -> Redirect:
     """The interactive API documentation lives under /schema/."""
     return Redirect(path="/schema/")
+
+
+@get("/metrics", tags=["system"], media_type="text/plain; version=0.0.4; charset=utf-8")
+async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics of this API (summed over its workers)."""
+    metrics: ApiMetrics = request.app.state.metrics
+    return Response(content=metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import datetime
 from uuid import UUID
@@ -13,9 +14,12 @@ import structlog
 
 from scheduler import __version__
 from scheduler.models import Action, HttpAction, LogAction, RunStatus
+from scheduler.netguard import BlockedAddressError, canonical_url
 from scheduler.webhooks import message_id, sign
 
 OUTPUT_LIMIT = 4096
+# Redirects a job that opts into following them may take; each hop is checked like the first.
+MAX_REDIRECTS = 5
 USER_AGENT = f"pg-scheduler/{__version__}"
 job_log = structlog.get_logger("scheduler.job")
 
@@ -54,16 +58,25 @@ def success_code_matches(spec: str, status: int) -> bool:
     return False
 
 
-def run_log_action(action: LogAction, attempt: Attempt, runner: str) -> Result:
+def run_log_action(
+    action: LogAction,
+    *,
+    job_id: UUID,
+    run_id: UUID,
+    scheduled_for: datetime,
+    namespace: str,
+    job_name: str,
+    runner: str,
+) -> Result:
     """Write the payload as one structured event; it cannot fail."""
     job_log.info(
         "job_log",
-        job_id=str(attempt.job_id),
-        run_id=str(attempt.run_id),
+        job_id=job_id,
+        run_id=run_id,
         runner=runner,
-        namespace=attempt.namespace,
-        job=attempt.job_name,
-        scheduled_for=attempt.scheduled_for.isoformat(),
+        namespace=namespace,
+        job=job_name,
+        scheduled_for=scheduled_for,
         payload=action.payload,
     )
     return Result(status=RunStatus.SUCCEEDED, duration_ms=0)
@@ -77,32 +90,62 @@ def _body(action: HttpAction) -> tuple[bytes | None, dict[str, str]]:
     return msgspec.json.encode(action.body), {"content-type": "application/json"}
 
 
+def traceparent(attempt: Attempt) -> str:
+    """A W3C trace context for one attempt: the run id is the trace id, each call a fresh span.
+
+    The sampled flag is set so that receivers sampling by their parent record the call's trace.
+    """
+    span_id = int.from_bytes(os.urandom(8)) or 1  # an all-zero span id is invalid
+    return f"00-{attempt.run_id.hex}-{span_id:016x}-01"
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The first OUTPUT_LIMIT bytes of the body as sent; reading stops there.
+
+    Raw bytes, not decoded ones: a small compressed body must not inflate into memory (the call asks
+    for `identity`, so only a server that ignores that sends anything compressed).
+    """
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) >= OUTPUT_LIMIT:
+            break
+    return bytes(body[:OUTPUT_LIMIT])
+
+
+def _failed(started: float, error: str) -> Result:
+    return Result(status=RunStatus.FAILED, duration_ms=_elapsed_ms(started), error=error[:OUTPUT_LIMIT])
+
+
 async def run_http_action(
     client: httpx.AsyncClient, action: HttpAction, attempt: Attempt, secrets: list[str]
 ) -> Result:
-    """Make the signed call within the attempt's timeout; keep the status and the first 4 KiB of the body."""
+    """Make the signed call within the attempt's timeout; keep the status and the first 4 KiB of the body.
+
+    ``client`` should come from `scheduler.runner.service.http_client`, whose transport refuses
+    addresses the outbound rules block (redirect hops included, when the action follows them).
+    """
     content, headers = _body(action)
     msg_id = message_id(attempt.job_id, attempt.scheduled_for)
     timestamp = int(time.time())
     headers = {
         "user-agent": USER_AGENT,
+        "accept-encoding": "identity",
+        "traceparent": traceparent(attempt),
         **headers,
         **action.headers,
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(secrets, msg_id, timestamp, content or b""),
     }
+    url = canonical_url(action.url)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(attempt.timeout_s):
-            request = client.build_request(action.method, action.url, content=content, headers=headers)
+            request = client.build_request(action.method, url, content=content, headers=headers)
             response = await client.send(request, stream=True, follow_redirects=action.follow_redirects)
             try:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) >= OUTPUT_LIMIT:
-                        break
+                output_bytes = await _read_capped(response)
             finally:
                 await response.aclose()
     except TimeoutError:
@@ -111,13 +154,15 @@ async def run_http_action(
             duration_ms=_elapsed_ms(started),
             error=f"no complete response within timeout_s={attempt.timeout_s}",
         )
+    except BlockedAddressError as exc:
+        return _failed(started, _blocked_error(exc, action.url, url))
+    except httpx.InvalidURL as exc:
+        return _failed(started, f"invalid URL: {exc}")
+    except httpx.TooManyRedirects:
+        return _failed(started, f"more than {MAX_REDIRECTS} redirects")
     except httpx.HTTPError as exc:
-        return Result(
-            status=RunStatus.FAILED,
-            duration_ms=_elapsed_ms(started),
-            error=f"{type(exc).__name__}: {exc}"[:OUTPUT_LIMIT],
-        )
-    output = bytes(body[:OUTPUT_LIMIT]).decode("utf-8", errors="replace")
+        return _failed(started, f"{type(exc).__name__}: {exc}")
+    output = output_bytes.decode("utf-8", errors="replace")
     ok = success_code_matches(action.success_codes, response.status_code)
     return Result(
         status=RunStatus.SUCCEEDED if ok else RunStatus.FAILED,
@@ -126,6 +171,20 @@ async def run_http_action(
         output=output,
         error=None if ok else f"HTTP {response.status_code} is not in success_codes {action.success_codes!r}",
     )
+
+
+def _blocked_error(exc: BlockedAddressError, written: str, called: str) -> str:
+    """The run's error for a refused call, saying where a redirect or a numeric spelling led."""
+    message = str(exc)
+    try:
+        hop = str(exc.request.url)
+    except RuntimeError:  # raised outside a request context: no hop to report
+        hop = called
+    if hop != called:
+        message += f" (redirected to {hop})"
+    elif called != written:
+        message += f" (the URL writes {written})"
+    return message
 
 
 def _elapsed_ms(started: float) -> int:

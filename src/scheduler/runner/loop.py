@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +34,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from scheduler import db, misfire, overlap, store
 from scheduler.config import Settings
 from scheduler.ids import uuid7
-from scheduler.models import Action, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.metrics import RunnerMetrics
+from scheduler.models import Action, LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.runner.actions import Attempt, Result, is_local, run_http_action, run_log_action
 from scheduler.schedule import ScheduleError, Timing
 from scheduler.webhooks import new_secret
@@ -44,10 +46,18 @@ DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 COMPLETE_BATCH = 1000
 RESCUE_BATCH = 500
 UPKEEP_INTERVAL_S = 3600.0
+BACKLOG_INTERVAL_S = 5.0
 PARTITION_DAYS_AHEAD = 7
 # When due rows exist but other runners hold them, look again this soon.
 _CONTENDED_SLEEP_S = 0.01
 _RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST})
+# What the overlap policy made of a fire, as the fires metric names it.
+_OUTCOME = {
+    RunStatus.RUNNING: "started",
+    RunStatus.SUCCEEDED: "started",
+    RunStatus.SKIPPED: "skipped",
+    RunStatus.PENDING: "queued",
+}
 
 
 def backoff_s(retry: RetryPolicy, failed_attempt: int) -> float:
@@ -106,6 +116,10 @@ class ClaimCounts:
     deferred: int = 0
     """Due jobs left for a later claim because every HTTP slot was taken."""
     limit: int = 0
+    fired: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Fires by (trigger, outcome), for the metrics."""
+    lateness_s: list[float] = field(default_factory=list)
+    """How late each started fire was, for the metrics."""
 
     @property
     def full(self) -> bool:
@@ -141,7 +155,11 @@ class _Backoff:
 
 
 class SigningKeys:
-    """Each namespace's signing secrets, cached briefly; a namespace without one gets one."""
+    """Each namespace's signing secrets, cached briefly; a namespace without one gets one.
+
+    A rotation notifies the runners, which drop their copy at once; the cache lifetime only bounds
+    how stale a runner that missed the notification (disconnected at the time) can be.
+    """
 
     TTL_S = 30.0
 
@@ -172,12 +190,22 @@ class SigningKeys:
         self._cache[namespace] = (found, now + self.TTL_S)
         return found
 
+    def forget(self, namespace: str) -> None:
+        """Drop the cached secrets of a namespace (its secrets changed)."""
+        self._cache.pop(namespace, None)
+
 
 class Runner:
     """One runner process's worth of claiming, executing and completing."""
 
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool, client: httpx.AsyncClient) -> None:
-        """Wire the runner to its pool (a few connections) and its HTTP client."""
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        client: httpx.AsyncClient,
+        metrics: RunnerMetrics | None = None,
+    ) -> None:
+        """Wire the runner to its pool (a few connections), its HTTP client and its metrics."""
         if settings.database_url is None:
             raise ValueError("the runner needs SCHEDULER_DATABASE_URL")
         self.settings = settings
@@ -191,7 +219,9 @@ class Runner:
         self._wake = asyncio.Event()
         self._busy_slots = 0
         self._stopping = False
+        self._next_pending_check = 0.0  # monotonic time to look for due pending runs
         self.signing = SigningKeys(pool)
+        self.metrics = metrics or RunnerMetrics()
         self.sweep_interval_s = max(0.2, min(5.0, settings.lease_s / 3))
         self.heartbeat_interval_s = max(0.2, settings.lease_s / 3)
 
@@ -203,15 +233,18 @@ class Runner:
     async def claim_due_once(self) -> ClaimCounts:
         """Claim and record one batch of due fires, then start executing them.
 
-        Log actions take no concurrency slot, so the batch is not cut to the free slots; HTTP fires
-        beyond them are left due (their rows are simply not advanced) for a later claim.
+        Log actions finish inline, inside the claim transaction: they need no lease, because nothing
+        can come between their start and their end, and if the commit fails the slot stays due and
+        is logged again (at least once). They take no concurrency slot either, so the batch is not
+        cut to the free slots; HTTP fires beyond them are left due (their rows are not advanced).
         """
         free = self._free_slots()
         limit = self.settings.claim_batch if free > 0 else 0
         counts = ClaimCounts(limit=limit)
         if limit <= 0:
             return counts
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipelined: BEGIN travels with the claim, the two writes together, then COMMIT.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             due, now = await store.job_claim_due(conn, limit=limit)
             if not due or now is None:
                 return counts
@@ -221,6 +254,19 @@ class Runner:
             inserted = await store.run_insert_many(
                 conn, runs, runner=self.name, lease_s=self.settings.lease_s
             )
+            for row in inserted:
+                job, _ = owners[row.id]
+                if row.status is RunStatus.SUCCEEDED and isinstance(job.action, LogAction):
+                    run_log_action(
+                        job.action,
+                        job_id=job.id,
+                        run_id=row.id,
+                        scheduled_for=row.scheduled_for,
+                        namespace=job.namespace,
+                        job_name=job.name,
+                        runner=self.name,
+                    )
+        self._record_claim(counts, inserted)
         works: list[Work] = []
         for row in inserted:
             if row.status is not RunStatus.RUNNING or row.lease_token is None or row.started_at is None:
@@ -250,6 +296,18 @@ class Runner:
         self._dispatch(works)
         return counts
 
+    def _record_claim(self, counts: ClaimCounts, inserted: Sequence[store.InsertedRun]) -> None:
+        metrics = self.metrics
+        metrics.claim_batch.observe(counts.jobs)
+        for (trigger, outcome), number in counts.fired.items():
+            metrics.fires.labels(trigger, outcome).inc(number)
+        for lateness in counts.lateness_s:
+            metrics.lateness.observe(lateness)
+        inline = sum(1 for row in inserted if row.status is RunStatus.SUCCEEDED)
+        if inline:
+            metrics.runs_completed.labels(RunStatus.SUCCEEDED.value).inc(inline)
+            metrics.duration.observe(0.0)
+
     async def _plan(
         self,
         conn: db.AsyncConn,
@@ -272,14 +330,16 @@ class Runner:
             timing = Timing(job.schedule, job.timezone, job.anchor_at, job.start_at, job.end_at)
             try:
                 slots = misfire.plan(timing, job.misfire, job.next_run_at, now)
-            except ScheduleError as exc:
-                # The zone database changed under a stored job: stop it rather than the runner.
+            except (ScheduleError, OverflowError) as exc:
+                # The zone database changed under a stored job, or its next slot lies past year
+                # 9999: stop the job rather than the runner.
                 self.log.error(  # noqa: TRY400 - a trace adds nothing to a bad expression
                     "job_schedule_broken", job_id=str(job.id), error=str(exc)
                 )
                 advances.append(store.Advance(job_id=job.id, next_run_at=None, active_delta=0))
                 continue
             delta = 0
+            inline: store.NewRun | None = None
             if slots.fires:
                 has_queued = (
                     job.overlap is OverlapPolicy.QUEUE
@@ -292,6 +352,7 @@ class Runner:
                         conn, job_id=job.id, reason="replaced by a newer run (overlap policy replace)"
                     )
                     delta -= len(replaced)
+                local = is_local(job.action)
                 for index, fire in enumerate(slots.fires):
                     status, available_in_s, error = RunStatus.RUNNING, None, None
                     if decision is overlap.Decision.SKIP or (
@@ -304,25 +365,39 @@ class Runner:
                         counts.queued += 1
                     else:
                         counts.started += 1
-                    if status is not RunStatus.SKIPPED:
+                        counts.lateness_s.append((now - fire.slot).total_seconds())
+                        if local:
+                            status = RunStatus.SUCCEEDED
+                    if status in (RunStatus.RUNNING, RunStatus.PENDING):
                         delta += 1
                     if fire.trigger is RunTrigger.CATCHUP:
                         counts.catchup += 1
+                    counts.fired[fire.trigger.value, _OUTCOME[status]] += 1
                     run_id = uuid7(fire.slot)
                     owners[run_id] = (job, fire.trigger)
-                    runs.append(
-                        store.NewRun(
-                            id=run_id,
-                            job_id=job.id,
-                            scheduled_for=fire.slot,
-                            trigger=fire.trigger,
-                            attempt=1,
-                            status=status,
-                            available_in_s=available_in_s,
-                            error=error,
-                        )
+                    run = store.NewRun(
+                        id=run_id,
+                        job_id=job.id,
+                        scheduled_for=fire.slot,
+                        trigger=fire.trigger,
+                        attempt=1,
+                        status=status,
+                        available_in_s=available_in_s,
+                        error=error,
                     )
-            advances.append(store.Advance(job_id=job.id, next_run_at=slots.next_run_at, active_delta=delta))
+                    runs.append(run)
+                    if status is RunStatus.SUCCEEDED:
+                        inline = run
+            advances.append(
+                store.Advance(
+                    job_id=job.id,
+                    next_run_at=slots.next_run_at,
+                    active_delta=delta,
+                    last_run_id=inline.id if inline else None,
+                    last_run_status=inline.status if inline else None,
+                    last_run_slot=inline.scheduled_for if inline else None,
+                )
+            )
         return runs, advances, owners
 
     async def claim_pending_once(self) -> int:
@@ -334,6 +409,8 @@ class Runner:
             claimed = await store.run_claim_pending(
                 conn, limit=limit, runner=self.name, lease_s=self.settings.lease_s
             )
+        for run in claimed:
+            self.metrics.fires.labels(run.trigger.value, "started").inc()
         self._dispatch(
             [
                 Work(
@@ -364,12 +441,23 @@ class Runner:
 
     def _dispatch(self, works: Sequence[Work]) -> None:
         for work in works:
-            if is_local(work.action):
-                self._finish(work, run_log_action(work.action, work.attempt, self.name))  # type: ignore[arg-type]
+            if isinstance(work.action, LogAction):
+                attempt = work.attempt
+                result = run_log_action(
+                    work.action,
+                    job_id=attempt.job_id,
+                    run_id=attempt.run_id,
+                    scheduled_for=attempt.scheduled_for,
+                    namespace=attempt.namespace,
+                    job_name=attempt.job_name,
+                    runner=self.name,
+                )
+                self._finish(work, result)
                 continue
             self._busy_slots += 1
             task = asyncio.create_task(self._execute(work), name=f"run-{work.attempt.run_id}")
             self._inflight[work.attempt.run_id] = _InFlight(work=work, task=task)
+        self.metrics.in_flight.set(len(self._inflight))
 
     async def _execute(self, work: Work) -> None:
         run_id = work.attempt.run_id
@@ -397,6 +485,7 @@ class Runner:
     def _release_slot(self, run_id: UUID) -> None:
         if self._inflight.pop(run_id, None) is not None:
             self._busy_slots -= 1
+            self.metrics.in_flight.set(len(self._inflight))
             if self._busy_slots == self.settings.runner_concurrency - 1:
                 self._wake.set()  # the claim loop may have been waiting for a free slot
 
@@ -487,16 +576,24 @@ class Runner:
         counts.accepted = accepted
         counts.written = len(accepted)
         counts.refused = len(finished) - len(accepted)
-        if counts.refused:
-            for item in finished:
-                if item.outcome.run_id not in accepted and item.outcome.lease_token is not None:
-                    self.log.warning(
-                        "run_completion_refused",
-                        job_id=str(item.outcome.job_id),
-                        run_id=str(item.outcome.run_id),
-                        reason="the run is no longer ours (cancelled, or rescued after our lease ran out)",
-                    )
+        self._record_completion(finished, accepted)
         return counts
+
+    def _record_completion(self, finished: Sequence[Finished], accepted: set[UUID]) -> None:
+        for item in finished:
+            outcome = item.outcome
+            if outcome.run_id in accepted:
+                self.metrics.runs_completed.labels(outcome.status.value).inc()
+                if outcome.duration_ms is not None:
+                    self.metrics.duration.observe(outcome.duration_ms / 1000)
+            elif outcome.lease_token is not None:  # ours, refused: someone else ended it
+                self.metrics.completions_refused.inc()
+                self.log.warning(
+                    "run_completion_refused",
+                    job_id=str(outcome.job_id),
+                    run_id=str(outcome.run_id),
+                    reason="the run is no longer ours (cancelled, or rescued after our lease ran out)",
+                )
 
     async def flush_finished(self) -> int:
         """Write every outcome gathered so far; return how many were taken."""
@@ -574,6 +671,7 @@ class Runner:
             counts = await self.complete(finished)
 
         await self._with_deadlock_retry(write)
+        self.metrics.rescues.inc(counts.written)
         for run in expired:
             if run.run_id not in counts.accepted:
                 continue
@@ -597,12 +695,25 @@ class Runner:
             self.log.info("run_partitions_upkeep", created=done.created, dropped=done.dropped)
         return done
 
+    def _recovered(self, backoff: _Backoff, service: str) -> None:
+        if backoff.failures:
+            self.log.info("database_reconnected", service=service, after_failures=backoff.failures)
+            self.metrics.db_reconnects.inc()
+        backoff.reset()
+
+    async def due_backlog_once(self) -> int:
+        """Count the jobs due now and not yet claimed, for the backlog gauge."""
+        async with self.pool.connection() as conn:
+            backlog = await store.job_due_backlog(conn)
+        self.metrics.due_backlog.set(backlog)
+        return backlog
+
     async def _every(self, interval_s: float, name: str, action: Callable[[], Awaitable[object]]) -> None:
         backoff = _Backoff()
         while not self._stopping:
             try:
                 await self._with_deadlock_retry(action)
-                backoff.reset()
+                self._recovered(backoff, name)
                 await asyncio.sleep(interval_s)
             except DB_ERRORS as exc:
                 self.log.warning("database_unavailable", service=name, error=str(exc)[:200])
@@ -621,7 +732,7 @@ class Runner:
             self._finished_ready.clear()
             try:
                 await self.flush_finished()
-                backoff.reset()
+                self._recovered(backoff, "complete")
             except DB_ERRORS as exc:
                 self.log.warning("database_unavailable", service="complete", error=str(exc)[:200])
                 await asyncio.sleep(backoff.next())
@@ -641,9 +752,8 @@ class Runner:
                 conn = await db.connect(url, application_name="scheduler-runner-listen")
                 async with conn:
                     await store.listen(conn)
-                    if backoff.failures:
-                        self.log.info("database_reconnected", service="listen")
-                    backoff.reset()
+                    self._recovered(backoff, "listen")
+                    self._next_pending_check = 0.0
                     self._wake.set()  # notifications may have been missed while disconnected
                     async for note in conn.notifies():
                         if note.channel == "scheduler_cancel":
@@ -651,7 +761,10 @@ class Runner:
                                 self.stop_local(UUID(note.payload), StopReason.CANCELLED)
                             except ValueError:
                                 continue
+                        elif note.channel == "scheduler_secrets":
+                            self.signing.forget(note.payload)
                         else:
+                            self._next_pending_check = 0.0  # a manual run or a hand-back may wait
                             self._wake.set()
             except DB_ERRORS as exc:
                 self.log.warning("database_unavailable", service="listen", error=str(exc)[:200])
@@ -664,12 +777,21 @@ class Runner:
 
     async def _idle_delay(self) -> float:
         async with self.pool.connection() as conn:
-            wait = await store.job_next_due(conn)
-        if wait is None:
+            due = await store.job_next_due(conn)
+        if due.pending_in_s is not None:
+            # Look for pending runs again when the earliest one comes due, not before.
+            at = time.monotonic() + max(0.0, due.pending_in_s)
+            self._next_pending_check = min(self._next_pending_check, at)
+        waits = [w for w in (due.slot_in_s, due.pending_in_s) if w is not None]
+        if not waits:
             return self.settings.poll_interval_s
+        wait = min(waits)
         if wait <= 0:
             return _CONTENDED_SLEEP_S
         return min(wait, self.settings.poll_interval_s)
+
+    def _pending_due(self) -> bool:
+        return time.monotonic() >= self._next_pending_check
 
     async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
         if self._wake.is_set() or stop.is_set():
@@ -697,16 +819,22 @@ class Runner:
             asyncio.create_task(self._every(self.heartbeat_interval_s, "heartbeat", self.heartbeat_once)),
             asyncio.create_task(self._every(self.sweep_interval_s, "rescue", self.rescue_once)),
             asyncio.create_task(self._every(UPKEEP_INTERVAL_S, "upkeep", self.upkeep_once)),
+            asyncio.create_task(self._every(BACKLOG_INTERVAL_S, "backlog", self.due_backlog_once)),
         ]
         backoff = _Backoff()
         try:
             while not stop.is_set():
                 try:
                     fires = await self.claim_due_once()
-                    pending = await self.claim_pending_once()
-                    if backoff.failures:
-                        self.log.info("database_reconnected", service="claim")
-                    backoff.reset()
+                    pending = 0
+                    if self._pending_due():
+                        # Pending runs are looked for when one comes due, when notified, and at
+                        # least every poll interval, so a busy runner still gets to them.
+                        self._next_pending_check = time.monotonic() + self.settings.poll_interval_s
+                        pending = await self.claim_pending_once()
+                        if pending >= self.settings.claim_batch:
+                            self._next_pending_check = 0.0
+                    self._recovered(backoff, "claim")
                     if fires.full or pending >= self.settings.claim_batch:
                         await asyncio.sleep(0)
                         continue

@@ -9,24 +9,33 @@ import sys
 
 import httpx
 import structlog
+from prometheus_client import start_http_server
 
 from scheduler.config import ConfigError, Settings, load_settings
 from scheduler.db import make_pool
 from scheduler.logs import configure_logging
+from scheduler.metrics import RunnerMetrics
+from scheduler.netguard import GuardedTransport
+from scheduler.runner.actions import MAX_REDIRECTS
 from scheduler.runner.loop import Runner
 
 log = structlog.get_logger("scheduler.runner")
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
-    """The runner's one HTTP client: a connection per concurrent call at most, no env proxies."""
+    """The runner's one HTTP client: outbound address rules, a connection per concurrent call at most.
+
+    No proxies from the environment (a proxy would connect on our behalf, past the address rules),
+    and no redirects unless an action asks, then at most MAX_REDIRECTS hops, each checked.
+    """
     return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=settings.runner_concurrency, max_keepalive_connections=settings.runner_concurrency
+        transport=GuardedTransport(
+            allow_nets=settings.http_allow_nets, max_connections=settings.runner_concurrency
         ),
         timeout=httpx.Timeout(None),
         trust_env=False,
         follow_redirects=False,
+        max_redirects=MAX_REDIRECTS,
     )
 
 
@@ -34,11 +43,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     if settings.database_url is None:
         raise ConfigError("SCHEDULER_DATABASE_URL: required by the runner")
-    pool = make_pool(settings.database_url, application_name="scheduler-runner", min_size=2, max_size=6)
+    pool = make_pool(
+        settings.database_url, application_name="scheduler-runner", min_size=2, max_size=6, check=True
+    )
     await pool.open(wait=False)
+    metrics = RunnerMetrics()
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        log.info("metrics_listening", port=settings.metrics_port, host=settings.host)
     try:
         async with http_client(settings) as client:
-            await Runner(settings, pool, client).run(stop)
+            await Runner(settings, pool, client, metrics).run(stop)
     finally:
         await pool.close()
 

@@ -1,0 +1,157 @@
+"""Fire throughput: K runner processes over N due jobs, beside the database ceiling.
+
+    python -m bench.fire_throughput [--jobs 1000000] [--runners 1,2,4] [--window 20]
+
+Seeds N jobs (a mix of second-level cron and @every schedules in several zones, the `log` action
+sent to a null sink), all due, then runs K runners and counts the runs they complete in a fixed
+window. In the same run it measures the database ceiling: the same claim / advance / insert
+statements driven by 2 processes with the next times already known, no schedule math and no
+action. Prints a table and writes bench/results/fire_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from bench.common import print_table, write_json
+from bench.database import drop_database, fresh_database, now, runners, scalar, seed_jobs
+from scheduler.ids import uuid7
+from scheduler.queries import q
+
+DB = "scheduler_bench_fire"
+CEILING_BATCH = 500
+
+
+def measure_runners(url: str, count: int, window_s: float, warmup_s: float) -> dict[str, Any]:
+    """Run ``count`` runners; return completed runs per second over the window."""
+    with runners(url, count):
+        time.sleep(warmup_s)
+        start = now()
+        time.sleep(window_s)
+        end = now()
+    done = scalar(
+        url,
+        "SELECT count(*) FROM runs WHERE status = 'succeeded' AND finished_at >= %s AND finished_at < %s",
+        (start, end),
+    )
+    seconds = (end - start).total_seconds()
+    return {"runners": count, "completed": done, "seconds": seconds, "fires_per_s": done / seconds}
+
+
+def _ceiling_worker(url: str, stop_at: float, counter: Any) -> None:
+    """Claim, advance and record due jobs the way a runner does, without schedule math or actions."""
+    runner = f"ceiling-{multiprocessing.current_process().pid}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < stop_at:
+            with conn.transaction():
+                due = conn.execute(q("job_claim_due"), {"limit": CEILING_BATCH}).fetchall()
+                if not due:
+                    continue
+                ids = [row[0] for row in due]
+                slots = [row[8] for row in due]
+                run_ids = [uuid7(slot) for slot in slots]
+                conn.execute(
+                    q("job_advance_many"),
+                    {
+                        "ids": ids,
+                        "next_run_ats": [slot + timedelta(seconds=1) for slot in slots],
+                        "active_deltas": [0] * len(ids),
+                        "last_run_ids": run_ids,
+                        "last_run_statuses": ["succeeded"] * len(ids),
+                        "last_run_slots": slots,
+                    },
+                )
+                conn.execute(
+                    q("run_insert_many"),
+                    {
+                        "ids": run_ids,
+                        "job_ids": ids,
+                        "scheduled_fors": slots,
+                        "triggers": ["schedule"] * len(ids),
+                        "attempts": [1] * len(ids),
+                        "statuses": ["succeeded"] * len(ids),
+                        "available_in_s": [None] * len(ids),
+                        "errors": [None] * len(ids),
+                        "runner": runner,
+                        "lease_s": 30.0,
+                    },
+                )
+            with counter.get_lock():
+                counter.value += len(ids)
+
+
+def measure_ceiling(url: str, window_s: float, processes: int = 2) -> dict[str, Any]:
+    """Drive the claim statements from ``processes`` connections; return rows per second."""
+    counter = multiprocessing.Value("q", 0)
+    stop_at = time.monotonic() + window_s
+    workers = [
+        multiprocessing.Process(target=_ceiling_worker, args=(url, stop_at, counter))
+        for _ in range(processes)
+    ]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds = time.monotonic() - started
+    if any(worker.exitcode for worker in workers):
+        raise RuntimeError("a ceiling worker failed; see its traceback above")
+    return {
+        "connections": processes,
+        "rows": counter.value,
+        "seconds": seconds,
+        "rows_per_s": counter.value / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--runners", default="1,2,4")
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    args = parser.parse_args()
+    counts = [int(k) for k in args.runners.split(",")]
+
+    results: list[dict[str, Any]] = []
+    for count in counts:
+        url = fresh_database(DB)
+        seed_jobs(url, args.jobs, first=now() - timedelta(seconds=1))
+        results.append(measure_runners(url, count, args.window, args.warmup))
+        print(f"  {count} runner(s): {results[-1]['fires_per_s']:,.0f} fires/s", flush=True)
+    url = fresh_database(DB)
+    seed_jobs(url, args.jobs, first=now() - timedelta(seconds=1))
+    ceiling = measure_ceiling(url, args.window)
+    drop_database(DB)
+
+    rows = [
+        (
+            r["runners"],
+            r["completed"],
+            r["seconds"],
+            r["fires_per_s"],
+            r["fires_per_s"] / ceiling["rows_per_s"],
+        )
+        for r in results
+    ]
+    rows.append(("ceiling (2 conns)", ceiling["rows"], ceiling["seconds"], ceiling["rows_per_s"], 1.0))
+    print_table(
+        f"Fire throughput, {args.jobs:,} due jobs, log action to a null sink",
+        ["runners", "runs completed", "window s", "fires/s", "ratio to ceiling"],
+        rows,
+    )
+    path = write_json(
+        "fire_throughput",
+        {"jobs": args.jobs, "window_s": args.window, "runners": results, "database_ceiling": ceiling},
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Fire lateness under steady load: started_at - scheduled_for at 100, 1,000 and 5,000 fires/s.
+
+    python -m bench.lateness [--rates 100,1000,5000] [--runners 1,2] [--window 20]
+
+For each rate R it seeds R jobs firing `@every 1s`, their anchors spread evenly over the second so the
+load is steady rather than one burst per second, starts K runners, and after a warm-up reads the
+lateness of every run whose slot fell in the measurement window from the run rows themselves.
+Prints a table and writes bench/results/lateness.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from bench.common import print_table, write_json
+from bench.database import drop_database, fresh_database, now, runners
+
+DB = "scheduler_bench_lateness"
+TARGETS_MS = {100: 20.0, 5000: 100.0}
+
+SEED_SPREAD = """
+INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, timeout_s,
+                  retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+                  misfire_grace_s, misfire_window_s, overlap, next_run_at)
+SELECT gen_random_uuid(), 'default', 'steady-' || i, '@every 1s', 'UTC', a.anchor,
+       '{"type": "log", "payload": {}}', 30, 1, 1, 1, 'once', 3600, 3600, 'allow', a.anchor
+FROM generate_series(0, %(count)s - 1) AS i,
+     LATERAL (SELECT %(base)s::timestamptz + make_interval(secs => i::float8 / %(count)s) AS anchor) AS a
+"""
+
+LATENESS = """
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY late),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY late),
+       max(late)
+FROM (SELECT extract(epoch FROM started_at - scheduled_for) * 1000 AS late
+      FROM runs WHERE scheduled_for >= %(start)s AND scheduled_for < %(end)s) AS l
+"""
+
+
+def measure(rate: int, count: int, window_s: float, warmup_s: float) -> dict[str, Any]:
+    """Seed ``rate`` jobs, run ``count`` runners, return lateness statistics in milliseconds."""
+    url = fresh_database(DB)
+    base = now() + timedelta(seconds=3)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SEED_SPREAD.encode(), {"count": rate, "base": base})
+        conn.execute(b"VACUUM ANALYZE jobs")
+    with runners(url, count):
+        time.sleep(max(0.0, (base - now()).total_seconds()) + warmup_s)
+        start = now()
+        time.sleep(window_s)
+        end = now()
+        time.sleep(1.0)  # the last slots of the window get claimed
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(LATENESS.encode(), {"start": start, "end": end}).fetchone()
+    fires, p50, p99, worst = row if row is not None else (0, None, None, None)
+    expected = int(rate * window_s)
+    return {
+        "rate": rate,
+        "runners": count,
+        "fires": fires,
+        "expected_fires": expected,
+        "p50_ms": float(p50 or 0),
+        "p99_ms": float(p99 or 0),
+        "max_ms": float(worst or 0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="100,1000,5000")
+    parser.add_argument("--runners", default="1,2")
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    results = []
+    for rate in (int(r) for r in args.rates.split(",")):
+        for count in (int(k) for k in args.runners.split(",")):
+            result = measure(rate, count, args.window, args.warmup)
+            target = TARGETS_MS.get(rate)
+            result["target_p99_ms"] = target
+            result["met"] = None if target is None else result["p99_ms"] < target
+            results.append(result)
+            print(f"  {rate}/s, {count} runner(s): p99 {result['p99_ms']:.1f} ms", flush=True)
+    drop_database(DB)
+    print_table(
+        "Fire lateness (started_at - scheduled_for), @every 1s jobs spread over the second",
+        ["fires/s", "runners", "fires seen", "expected", "p50 ms", "p99 ms", "max ms", "p99 target"],
+        [
+            (
+                r["rate"],
+                r["runners"],
+                r["fires"],
+                r["expected_fires"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["max_ms"],
+                "-"
+                if r["target_p99_ms"] is None
+                else f"< {r['target_p99_ms']:g} ms: {'met' if r['met'] else 'MISSED'}",
+            )
+            for r in results
+        ],
+    )
+    verdicts = [r for r in results if r["met"] is not None]
+    path = write_json(
+        "lateness",
+        {
+            "window_s": args.window,
+            "results": results,
+            "summary": {
+                "p99_ms_at_5000_per_s": max(
+                    (r["p99_ms"] for r in results if r["rate"] == 5000), default=None
+                ),
+                "p99_ms_at_100_per_s": max((r["p99_ms"] for r in results if r["rate"] == 100), default=None),
+                "met": all(r["met"] for r in verdicts) if verdicts else None,
+            },
+        },
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""Outbound calls: the address rules, checked at connect time on real sockets, and what a call carries.
+
+Only loopback addresses are ever connected to: every other blocked range is checked by classifying
+the address, since a test must never send traffic to a private or public network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from scheduler.config import ConfigError, load_settings
+from scheduler.models import HttpAction, RunStatus
+from scheduler.netguard import (
+    BlockedAddressError,
+    GuardedBackend,
+    GuardedTransport,
+    IPAddress,
+    blocked_reason,
+    canonical_url,
+    literal_address,
+    numeric_ipv4,
+)
+from scheduler.runner.actions import OUTPUT_LIMIT, Attempt, run_http_action
+from scheduler.runner.service import http_client
+from tests.conftest import eventually, settings_for
+
+LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
+ONLY_127_0_0_1 = ipaddress.ip_network("127.0.0.1/32")
+
+
+def nets(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+# ----------------------------------------------------------------------------- address classes
+
+
+BLOCKED = [
+    ("127.0.0.1", "a loopback address"),
+    ("127.255.255.254", "a loopback address"),
+    ("10.1.2.3", "a private address"),
+    ("172.16.0.1", "a private address"),
+    ("172.31.255.255", "a private address"),
+    ("192.168.1.1", "a private address"),
+    ("169.254.169.254", "the cloud metadata address (link-local)"),
+    ("169.254.10.10", "a link-local address"),
+    ("100.64.0.1", "a carrier-grade NAT (shared) address"),
+    ("100.127.255.255", "a carrier-grade NAT (shared) address"),
+    ("0.0.0.0", "in 0.0.0.0/8, which reaches this host"),  # noqa: S104 - an address checked, not bound
+    ("0.1.2.3", "in 0.0.0.0/8, which reaches this host"),
+    ("224.0.0.1", "a multicast address"),
+    ("239.255.255.250", "a multicast address"),
+    ("240.0.0.1", "a reserved address"),
+    ("255.255.255.255", "the broadcast address"),
+    ("192.0.2.7", "a documentation address (reserved)"),
+    ("198.18.0.1", "a benchmarking address (reserved)"),
+    ("::1", "a loopback address"),
+    ("::", "the unspecified address"),
+    ("fc00::1", "a unique local (private) address"),
+    ("fd12:3456:789a::1", "a unique local (private) address"),
+    ("fe80::1", "a link-local address"),
+    ("ff02::1", "a multicast address"),
+    ("fec0::1", "a site-local address (deprecated)"),
+    ("::ffff:127.0.0.1", "an IPv4-mapped form of 127.0.0.1, a loopback address"),
+    ("::ffff:10.0.0.1", "an IPv4-mapped form of 10.0.0.1, a private address"),
+    ("::ffff:169.254.169.254", "an IPv4-mapped form of 169.254.169.254, the cloud metadata address"),
+    ("64:ff9b::7f00:1", "a NAT64 form of 127.0.0.1, a loopback address"),
+    ("64:ff9b::a9fe:a9fe", "a NAT64 form of 169.254.169.254, the cloud metadata address"),
+    ("64:ff9b:1::a00:1", "a local-use NAT64 address"),
+    ("2002:7f00:1::", "a 6to4 form of 127.0.0.1, a loopback address"),
+    ("2002:c0a8:101::1", "a 6to4 form of 192.168.1.1, a private address"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a Teredo form of 127.0.0.1, a loopback address"),
+    ("::7f00:1", "a reserved address"),
+    ("2001:db8::1", "a documentation address (reserved)"),
+]
+
+ALLOWED = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",
+]
+
+
+class TestAddressRules:
+    """Every blocked range is refused with a reason naming it; public addresses pass; allow-nets open."""
+
+    @pytest.mark.parametrize(("address", "reason"), BLOCKED)
+    def test_a_blocked_address_is_refused_with_its_reason(self, address, reason):
+        found = blocked_reason(ipaddress.ip_address(address))
+        assert found is not None
+        assert found.startswith(reason)
+
+    @pytest.mark.parametrize("address", ALLOWED)
+    def test_a_public_address_is_allowed(self, address):
+        assert blocked_reason(ipaddress.ip_address(address)) is None
+
+    def test_an_allowed_network_opens_exactly_itself(self):
+        allow = nets("127.0.0.0/8", "10.20.0.0/16")
+        assert blocked_reason(ipaddress.ip_address("127.0.0.1"), allow) is None
+        assert blocked_reason(ipaddress.ip_address("10.20.3.4"), allow) is None
+        assert blocked_reason(ipaddress.ip_address("10.21.0.1"), allow) == "a private address"
+        assert blocked_reason(ipaddress.ip_address("::1"), allow) == "a loopback address"
+
+    def test_an_allowed_ipv4_network_opens_its_ipv6_spellings_too(self):
+        allow = nets("127.0.0.0/8")
+        assert blocked_reason(ipaddress.ip_address("::ffff:127.0.0.1"), allow) is None
+        assert blocked_reason(ipaddress.ip_address("64:ff9b::7f00:1"), allow) is None
+        assert blocked_reason(ipaddress.ip_address("::ffff:10.0.0.1"), allow) is not None
+
+    @pytest.mark.parametrize(
+        "host", ["2130706433", "0177.0.0.1", "0x7f.1", "0x7f000001", "017700000001", "127.1", "127.0.0.1."]
+    )
+    def test_every_inet_aton_spelling_of_loopback_is_read_as_127_0_0_1(self, host):
+        assert numeric_ipv4(host) == ipaddress.ip_address("127.0.0.1")
+        assert literal_address(host) == ipaddress.ip_address("127.0.0.1")
+
+    @pytest.mark.parametrize("host", ["example.com", "1.2.3.4.5", "256.1.1.1", "08.1.1.1", "0x1g", "", "a.1"])
+    def test_names_that_are_not_numbers_are_left_to_the_resolver(self, host):
+        assert numeric_ipv4(host) is None
+
+    def test_ipv6_literals_are_read_with_or_without_brackets(self):
+        assert literal_address("[::1]") == ipaddress.ip_address("::1")
+        assert literal_address("::ffff:127.0.0.1") == ipaddress.ip_address("::ffff:7f00:1")
+
+    def test_canonical_url_rewrites_only_unusual_ipv4_spellings(self):
+        assert canonical_url("http://0177.0.0.1:8080/a?b=1") == "http://127.0.0.1:8080/a?b=1"
+        assert canonical_url("https://2130706433/") == "https://127.0.0.1/"
+        assert canonical_url("http://127.0.0.1/x") == "http://127.0.0.1/x"
+        assert canonical_url("http://example.com/x") == "http://example.com/x"
+        assert canonical_url("http://[::1]:80/") == "http://[::1]:80/"
+
+    def test_allow_nets_setting_is_parsed_and_bad_cidrs_are_named(self):
+        settings = load_settings({"SCHEDULER_HTTP_ALLOW_NETS": "127.0.0.0/8, ::1/128"})
+        assert settings.http_allow_nets == nets("127.0.0.0/8", "::1/128")
+        with pytest.raises(ConfigError, match="SCHEDULER_HTTP_ALLOW_NETS"):
+            load_settings({"SCHEDULER_HTTP_ALLOW_NETS": "localhost"})
+
+
+# ------------------------------------------------------------------------ real HTTP targets
+
+
+@dataclass
+class Target:
+    """A real HTTP server on 127.0.0.1 whose answer each test scripts."""
+
+    server: ThreadingHTTPServer
+    answer: Callable[[BaseHTTPRequestHandler], None]
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def seen(self) -> list[tuple[str, dict[str, str]]]:
+        with self.lock:
+            return list(self.requests)
+
+
+def _ok(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("content-length", "2")
+    handler.end_headers()
+    handler.wfile.write(b"ok")
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    """A scripted HTTP server; by default it answers 200 `ok` and records each request."""
+    holder: dict[str, Target] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            current = holder["t"]
+            with current.lock:
+                current.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            with contextlib.suppress(OSError):
+                current.answer(self)
+
+        do_GET = do_POST = _handle  # noqa: N815
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    holder["t"] = Target(server, _ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield holder["t"]
+    server.shutdown()
+    server.server_close()
+
+
+def redirect_to(location: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("location", location)
+        handler.send_header("content-length", "0")
+        handler.end_headers()
+
+    return answer
+
+
+def endless_body(handler: BaseHTTPRequestHandler) -> None:
+    """A chunked body that never ends: only a reader that stops at its cap can finish."""
+    handler.send_response(200)
+    handler.send_header("transfer-encoding", "chunked")
+    handler.end_headers()
+    chunk = b"x" * 1024
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+
+
+def attempt_for(timeout_s: int = 10) -> Attempt:
+    return Attempt(
+        run_id=uuid4(),
+        job_id=uuid4(),
+        namespace="default",
+        job_name="probe",
+        scheduled_for=datetime.now(UTC).replace(microsecond=0),
+        attempt=1,
+        timeout_s=timeout_s,
+    )
+
+
+async def call(url: str, *, allow: str = "", **action: Any):
+    """One attempt of an HTTP action through the runner's own client, allowing ``allow``."""
+    settings = settings_for("postgresql://unused/unused", http_allow_nets=allow)
+    async with http_client(settings) as client:
+        return await run_http_action(
+            client, HttpAction(url=url, method="GET", **action), attempt_for(), ["whsec_" + "A" * 44]
+        )
+
+
+class TestConnectTimeChecks:
+    """The runner's HTTP client checks every address at connect time, redirect hops included."""
+
+    @pytest.mark.parametrize(
+        ("host", "shown"),
+        [
+            ("127.0.0.1", r"^blocked: 127\.0\.0\.1 is a loopback address"),
+            ("localhost", r"^blocked: localhost resolves to (127\.0\.0\.1|::1), a loopback address"),
+            ("2130706433", r"^blocked: 127\.0\.0\.1 is a loopback address"),
+            ("0177.0.0.1", r"^blocked: 127\.0\.0\.1 is a loopback address"),
+            ("0x7f.1", r"^blocked: 127\.0\.0\.1 is a loopback address"),
+            ("127.1", r"^blocked: 127\.0\.0\.1 is a loopback address"),
+            ("[::1]", r"^blocked: ::1 is a loopback address"),
+            ("[::ffff:127.0.0.1]", r"is an IPv4-mapped form of 127\.0\.0\.1, a loopback address"),
+        ],
+    )
+    async def test_every_spelling_of_loopback_fails_the_call_saying_why(self, target, host, shown):
+        result = await call(f"http://{host}:{target.port}/probe")
+        assert result.status is RunStatus.FAILED
+        assert result.error is not None
+        assert re.search(shown, result.error), result.error
+        assert "SCHEDULER_HTTP_ALLOW_NETS can open it" in result.error
+        assert result.http_status is None
+        assert target.seen() == []
+
+    async def test_a_numeric_spelling_says_how_the_url_wrote_it(self, target):
+        result = await call(f"http://0x7f.1:{target.port}/probe")
+        assert result.error is not None
+        assert f"(the URL writes http://0x7f.1:{target.port}/probe)" in result.error
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "2130706433", "0177.0.0.1", "0x7f.1"])
+    async def test_an_allowed_network_is_reached_however_it_is_spelled(self, target, host):
+        result = await call(f"http://{host}:{target.port}/probe", allow="127.0.0.0/8,::1/128")
+        assert result.status is RunStatus.SUCCEEDED, result.error
+        assert (result.http_status, result.output) == (200, "ok")
+        assert [path for path, _ in target.seen()] == ["/probe"]
+
+    async def test_a_redirect_to_a_blocked_address_fails_when_followed(self, target):
+        target.answer = redirect_to(f"http://127.0.0.2:{target.port}/inner")
+        result = await call(f"{target.url}/outer", allow="127.0.0.1/32", follow_redirects=True)
+        assert result.status is RunStatus.FAILED
+        assert result.error is not None
+        assert result.error.startswith("blocked: 127.0.0.2 is a loopback address")
+        assert f"(redirected to http://127.0.0.2:{target.port}/inner)" in result.error
+        assert [path for path, _ in target.seen()] == ["/outer"]
+
+    async def test_a_redirect_is_not_followed_unless_the_action_asks(self, target):
+        target.answer = redirect_to(f"http://127.0.0.2:{target.port}/inner")
+        result = await call(f"{target.url}/outer", allow="127.0.0.0/8")
+        assert result.status is RunStatus.FAILED
+        assert result.http_status == 302
+        assert [path for path, _ in target.seen()] == ["/outer"]
+
+    async def test_an_allowed_redirect_is_followed_and_each_hop_reached(self, target):
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            if handler.path == "/outer":
+                redirect_to("/inner")(handler)
+            else:
+                _ok(handler)
+
+        target.answer = answer
+        result = await call(f"{target.url}/outer", allow="127.0.0.1/32", follow_redirects=True)
+        assert result.status is RunStatus.SUCCEEDED, result.error
+        assert [path for path, _ in target.seen()] == ["/outer", "/inner"]
+
+    async def test_redirects_stop_after_five_hops(self, target):
+        target.answer = redirect_to("/again")
+        result = await call(f"{target.url}/start", allow="127.0.0.1/32", follow_redirects=True)
+        assert result.status is RunStatus.FAILED
+        assert result.error == "more than 5 redirects"
+        assert len(target.seen()) == 6  # the first request and five redirects
+
+    async def test_reading_stops_at_the_output_cap(self, target):
+        target.answer = endless_body
+        result = await call(f"{target.url}/stream", allow="127.0.0.1/32")
+        assert result.status is RunStatus.SUCCEEDED, result.error
+        assert result.output == "x" * OUTPUT_LIMIT
+
+    async def test_a_call_carries_trace_context_and_names_the_service(self, target):
+        settings = settings_for("postgresql://unused/unused", http_allow_nets="127.0.0.1/32")
+        attempt = attempt_for()
+        async with http_client(settings) as client:
+            await run_http_action(client, HttpAction(url=target.url, method="GET"), attempt, ["whsec_AAAA"])
+            await run_http_action(client, HttpAction(url=target.url, method="GET"), attempt, ["whsec_AAAA"])
+        first, second = (headers for _, headers in target.seen())
+        match = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01", first["traceparent"])
+        assert match is not None
+        assert UUID(hex=match.group(1)) == attempt.run_id
+        assert match.group(2) != "0" * 16
+        assert second["traceparent"] != first["traceparent"]  # a fresh span per call
+        assert first["user-agent"].startswith("pg-scheduler/")
+        assert first["accept-encoding"] == "identity"
+
+
+class TestResolution:
+    """A name is resolved once per connection; every answer is checked; the connection uses the answer."""
+
+    async def test_the_connection_goes_to_the_checked_address_not_a_second_lookup(self, target):
+        lookups: list[str] = []
+
+        async def resolve(host: str, port: int) -> list[IPAddress]:
+            lookups.append(host)
+            return [ipaddress.ip_address("127.0.0.1")]
+
+        transport = GuardedTransport(allow_nets=[ONLY_127_0_0_1], resolve=resolve)
+        async with httpx.AsyncClient(transport=transport) as client:
+            # The system resolver knows no such name: only the checked address can have been used.
+            response = await client.get(f"http://service.invalid:{target.port}/hello")
+        assert response.status_code == 200
+        assert lookups == ["service.invalid"]
+        assert target.seen()[0][1]["host"] == f"service.invalid:{target.port}"
+
+    async def test_one_blocked_answer_among_several_blocks_the_name(self):
+        async def resolve(host: str, port: int) -> list[IPAddress]:
+            return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.9")]
+
+        backend = GuardedBackend([ONLY_127_0_0_1], resolve=resolve)
+        with pytest.raises(BlockedAddressError, match=r"rebind\.invalid resolves to 127\.0\.0\.9"):
+            await backend.connect_tcp("rebind.invalid", 80)
+
+    async def test_a_name_that_changes_its_answer_is_checked_again_on_the_next_connection(self, target):
+        answers = iter([ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.9")])
+
+        async def resolve(host: str, port: int) -> list[IPAddress]:
+            return [next(answers)]
+
+        backend = GuardedBackend([ONLY_127_0_0_1], resolve=resolve)
+        stream = await backend.connect_tcp("rebind.invalid", target.port)
+        await stream.aclose()
+        with pytest.raises(BlockedAddressError, match=r"127\.0\.0\.9, a loopback address"):
+            await backend.connect_tcp("rebind.invalid", target.port)
+
+    async def test_an_unresolvable_name_is_a_connect_error(self):
+        settings = settings_for("postgresql://unused/unused")
+        async with http_client(settings) as client:
+            with pytest.raises(httpx.ConnectError, match="cannot resolve"):
+                await client.get("http://no-such-host.invalid/")
+
+    async def test_local_sockets_are_refused(self):
+        with pytest.raises(BlockedAddressError, match="local socket"):
+            await GuardedBackend().connect_unix_socket("/run/docker.sock")
+
+
+# --------------------------------------------------------------------------- through a runner
+
+
+def runs_of(sql, job_id: str) -> list[tuple[Any, ...]]:
+    """The finished runs of a job, oldest first."""
+    return sql(
+        "SELECT status, http_status, error FROM runs"
+        " WHERE job_id = %s AND status NOT IN ('pending', 'running') ORDER BY scheduled_for, attempt",
+        (job_id,),
+    )
+
+
+async def create_http_job(client, name: str, url: str, **action: Any) -> str:
+    body = {
+        "name": name,
+        "schedule": "@every 1h",
+        "start_at": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+        "retry": {"max_attempts": 1},
+        "action": {"type": "http", "method": "POST", "url": url, **action},
+    }
+    response = await client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+class TestRunnerProcess:
+    """A runner process applies the rules: blocked calls fail their run with the reason, nothing sent."""
+
+    async def test_blocked_targets_fail_their_runs_and_receive_nothing(self, client, procs, sql, receiver):
+        port = receiver.url.rsplit(":", 1)[1]
+        jobs = {
+            await create_http_job(client, "plain", f"http://127.0.0.1:{port}/a"): (
+                "blocked: 127.0.0.1 is a loopback address; SCHEDULER_HTTP_ALLOW_NETS can open it"
+            ),
+            await create_http_job(client, "by-name", f"http://localhost:{port}/b"): (
+                "blocked: localhost resolves to"
+            ),
+            await create_http_job(client, "integer", f"http://2130706433:{port}/c"): (
+                "blocked: 127.0.0.1 is a loopback address"
+            ),
+            await create_http_job(client, "ipv6", f"http://[::1]:{port}/d"): (
+                "blocked: ::1 is a loopback address"
+            ),
+        }
+        procs.runner(http_allow_nets="")
+        for job_id, reason in jobs.items():
+            await eventually(functools.partial(runs_of, sql, job_id), timeout=20, what="the run")
+            (status, http_status, error), *_ = runs_of(sql, job_id)
+            assert (status, http_status) == ("failed", None)
+            assert reason in error
+        assert receiver.count() == 0
+
+    async def test_a_followed_redirect_to_a_blocked_address_fails_the_run(self, client, procs, sql, target):
+        target.answer = redirect_to(f"http://127.0.0.2:{target.port}/inner")
+        job_id = await create_http_job(client, "hop", f"{target.url}/outer", follow_redirects=True)
+        procs.runner(http_allow_nets="127.0.0.1/32")
+        await eventually(lambda: runs_of(sql, job_id), timeout=20, what="the run")
+        status, _, error = runs_of(sql, job_id)[0]
+        assert status == "failed"
+        assert error.startswith("blocked: 127.0.0.2 is a loopback address")
+        assert "redirected to" in error
+        assert [path for path, _ in target.seen()] == ["/outer"]
+
+    async def test_an_allowed_network_is_called(self, client, procs, sql, receiver):
+        job_id = await create_http_job(client, "allowed", f"{receiver.url}/ok", body={"probe": True})
+        procs.runner(http_allow_nets="127.0.0.0/8")
+        await eventually(lambda: runs_of(sql, job_id), timeout=20, what="the run")
+        assert runs_of(sql, job_id)[0][:2] == ("succeeded", 200)
+        assert receiver.count() == 1
+        assert json.loads(receiver.snapshot()[0].body) == {"probe": True}
