@@ -328,7 +328,7 @@ def wait_for(
         time.sleep(interval)
 
 
-async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
+async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "") -> Any:
     """Poll a condition from an async test until it holds, or fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:

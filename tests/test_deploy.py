@@ -261,7 +261,9 @@ class TestCompose:
         assert runner["deploy"]["replicas"] == 2
         assert "container_name" not in runner
         assert "ports" not in runner
-        assert runner["healthcheck"] == {"disable": True}, "the image's probe targets the API port"
+        port = runner["environment"]["SCHEDULER_METRICS_PORT"]
+        probe = " ".join(runner["healthcheck"]["test"])
+        assert f"127.0.0.1:{port}/metrics" in probe, "a runner is probed on its metrics port, not the API's"
 
     def test_runners_get_their_grace_period_and_the_write_back_before_a_kill(self, services):
         runner = services["runner"]

@@ -16,9 +16,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.conftest import Proc, Receiver
+from tests.conftest import Proc, Receiver, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +27,6 @@ FAST_RETRY = {"max_attempts": 3, "min_backoff_s": 0, "max_backoff_s": 0}
 COLUMNS = (
     "id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at, http_status, error"
 )
-
-
-async def eventually(check: Any, *, timeout: float = 20.0, what: str = "") -> Any:
-    """Poll until ``check()`` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def runs(sql, job_id: str | None = None) -> list[dict[str, Any]]:
@@ -550,3 +539,66 @@ class TestRetention:
         today = datetime.now(UTC).date()
         assert (today - timedelta(days=45)).strftime("runs_%Y%m%d") not in names
         assert all((today + timedelta(days=d)).strftime("runs_%Y%m%d") in names for d in range(8))
+
+
+class TestDatabaseRestart:
+    """PostgreSQL itself restarts under a runner: it logs it, backs off, reconnects, loses nothing."""
+
+    async def test_runner_rides_out_a_postgres_restart(self, tmp_path):
+        from scheduler.embedded import start as start_embedded  # noqa: PLC0415
+        from scheduler.embedded import stop as stop_embedded  # noqa: PLC0415
+        from scheduler.migrate import migrate  # noqa: PLC0415
+        from tests.conftest import Procs  # noqa: PLC0415
+
+        data = tmp_path / "pgdata"
+        url, server = start_embedded(data)
+        procs = Procs(url, tmp_path)
+        try:
+            migrate(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    SEED.encode(),
+                    {"count": 20, "anchor": datetime.now(UTC).replace(microsecond=0)},
+                )
+            runner = procs.runner(lease_s=5)
+            await eventually(lambda: log_events(runner, "runner_started"), what="runner start")
+            start = datetime.now(UTC) + timedelta(seconds=1)
+            await asyncio.sleep(2)
+            stop_embedded(server)
+            await eventually(lambda: log_events(runner, "database_unavailable"), what="the runner to notice")
+            await asyncio.sleep(2)
+            url_again, server = start_embedded(data)
+            assert url_again == url
+            await asyncio.sleep(2)
+            end = datetime.now(UTC)
+
+            def recorded() -> set[tuple[str, datetime]]:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    rows = conn.execute(
+                        b"SELECT job_id, scheduled_for FROM runs WHERE scheduled_for BETWEEN %s AND %s",
+                        (start, end),
+                    ).fetchall()
+                return {(str(job), slot) for job, slot in rows}
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                ids = [str(row[0]) for row in conn.execute(b"SELECT id FROM jobs").fetchall()]
+            expected = {(job, slot) for job in ids for slot in seconds_between(start, end)}
+            await eventually(
+                lambda: expected <= recorded(), timeout=30, what="every slot, the downtime's too"
+            )
+            assert runner.popen.poll() is None
+            assert log_events(runner, "database_reconnected")
+        finally:
+            procs.stop_all()
+            stop_embedded(server)
+
+
+SEED = """
+INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, timeout_s,
+                  retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+                  misfire_grace_s, misfire_window_s, overlap, next_run_at)
+SELECT gen_random_uuid(), 'default', 'restart-' || i, '@every 1s', 'UTC', %(anchor)s,
+       '{"type": "log", "payload": {}}', 30, 3, 1, 1, 'all', 3600, 3600, 'allow',
+       %(anchor)s + interval '1 second'
+FROM generate_series(1, %(count)s) AS i
+"""

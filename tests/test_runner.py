@@ -6,13 +6,12 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import eventually, wait_for
 
 SEED_JOBS = """
 INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, timeout_s,
@@ -22,18 +21,6 @@ SELECT gen_random_uuid(), 'default', 'seed-' || i, %(schedule)s, 'UTC', %(anchor
        '{"type": "log", "payload": {}}', 30, 3, 1, 300, 'once', %(grace)s, 3600, 'allow', %(first)s
 FROM generate_series(1, %(count)s) AS i
 """
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
-    """Poll an (async-test) condition until it holds, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def runs_of(sql, job_id: str) -> list[tuple[Any, ...]]:

@@ -11,7 +11,8 @@ CREATE TYPE overlap_policy AS ENUM ('skip', 'allow', 'queue', 'replace');
 CREATE TABLE jobs (
     id uuid PRIMARY KEY,
     namespace text NOT NULL,
-    name text NOT NULL,
+    -- Byte order: names are ASCII, and the unique index then serves listing by name and prefix.
+    name text COLLATE "C" NOT NULL,
     description text NOT NULL DEFAULT '',
     schedule text NOT NULL,
     timezone text NOT NULL,
@@ -54,8 +55,8 @@ CREATE TABLE jobs (
 
 -- The claim query walks this index in slot order; paused and finished jobs are not in it.
 CREATE INDEX jobs_due_idx ON jobs (next_run_at) WHERE next_run_at IS NOT NULL;
--- Keyset pagination of a namespace's jobs (ids are time-ordered UUIDv7).
-CREATE INDEX jobs_namespace_id_idx ON jobs (namespace, id);
+-- Listing a namespace's jobs pages by name on jobs_namespace_name_key; no index of its own, since
+-- every fire rewrites the row and each index on it costs that write another entry.
 
 CREATE TABLE runs (
     -- UUIDv7 whose timestamp is scheduled_for, so a lookup by id alone finds its partition.

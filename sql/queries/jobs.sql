@@ -31,15 +31,17 @@ SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s
 SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
 
 -- name: job_list
--- Keyset pagination on (namespace, id): the cursor is the last id seen, so a deep page costs what
--- the first does. Filters that are not asked for are passed as always-true values, keeping one plan.
+-- Keyset pagination on jobs_namespace_name_key: the cursor is the last name seen, so a deep page
+-- costs what the first does, and a name prefix is a range of the same index (the bounds are passed
+-- explicitly so the plan does not depend on LIKE analysis). Filters not asked for are passed as
+-- always-true values, keeping one plan.
 SELECT * FROM jobs
 WHERE namespace = %(namespace)s
-  AND id > %(after_id)s
-  AND name LIKE %(name_pattern)s
+  AND name > %(after_name)s
+  AND name >= %(prefix_low)s AND name < %(prefix_high)s
   AND labels @> %(labels)s::jsonb
   AND (%(paused)s::boolean IS NULL OR paused = %(paused)s::boolean)
-ORDER BY id
+ORDER BY name
 LIMIT %(limit)s
 
 -- name: job_update

@@ -687,7 +687,7 @@ def add_jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.set_defaults(jobs_handler=handler)
         return parser
 
-    listing = command("list", cmd_list, "list jobs, in creation order")
+    listing = command("list", cmd_list, "list jobs, in name order")
     listing.add_argument("--name-prefix", metavar="P")
     listing.add_argument("--label", metavar="K:V", type=label, help="only jobs with this label (or K=V)")
     listing.add_argument("--paused", choices=["true", "false"])

@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import msgspec
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
 _ONE_US = timedelta(microseconds=1)
@@ -437,9 +438,8 @@ def _parse_at(spec: str) -> At:
     return At(instant.astimezone(UTC))
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """Everything that decides when a job fires."""
+class Timing(msgspec.Struct, frozen=True):
+    """Everything that decides when a job fires (a Struct: the runner builds one per fire)."""
 
     schedule: str
     timezone: str

@@ -32,18 +32,21 @@ from scheduler.models import (
     RunTrigger,
 )
 from scheduler.queries import q
+from scheduler.schedule import Timing
 
 _action_decoder = msgspec.json.Decoder(Action)
 _labels_decoder = msgspec.json.Decoder(dict[str, str])
 _json_encoder = msgspec.json.Encoder()
-NIL_UUID = UUID(int=0)
 
 
 def _maker(build: Callable[[dict[str, int], Sequence[Any]], Any]) -> Callable[[Any], RowMaker[Any]]:
     """Wrap a builder into a psycopg row factory that resolves column positions once per result."""
 
     def factory(cursor: Any) -> RowMaker[Any]:
-        names = {column.name: index for index, column in enumerate(cursor.description or ())}
+        # Field names straight from the result: cursor.description builds a Column object per
+        # column, which costs more than the rest of a point lookup.
+        result = cursor.pgresult
+        names = {} if result is None else {result.fname(i).decode(): i for i in range(result.nfields)}
         return lambda values: build(names, values)
 
     return factory
@@ -188,26 +191,27 @@ async def job_lock(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | No
         return found
 
 
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+# Names are 1-128 of [A-Za-z0-9._-], so a prefix's range ends before the prefix followed by this.
+_PAST_NAMES = "\x7f"
 
 
 async def job_list(
     conn: AsyncConn,
     *,
     namespace: str,
-    after_id: UUID | None,
+    after_name: str | None,
     limit: int,
     name_prefix: str | None = None,
     paused: bool | None = None,
     labels: dict[str, str] | None = None,
 ) -> list[Job]:
-    """Return one page of the namespace's jobs in id order, after ``after_id``."""
+    """Return one page of the namespace's jobs in name order, after ``after_name``."""
+    prefix = name_prefix or ""
     params = {
         "namespace": namespace,
-        "after_id": after_id or NIL_UUID,
-        "name_pattern": _like_prefix(name_prefix or ""),
+        "after_name": after_name or "",
+        "prefix_low": prefix,
+        "prefix_high": prefix + _PAST_NAMES,
         "labels": _json_encoder.encode(labels or {}).decode(),
         "paused": paused,
         "limit": limit,
@@ -247,11 +251,7 @@ class DueJob(msgspec.Struct, kw_only=True):
     id: UUID
     namespace: str
     name: str
-    schedule: str
-    timezone: str
-    start_at: datetime | None
-    end_at: datetime | None
-    anchor_at: datetime
+    timing: Timing
     next_run_at: datetime
     action: Action
     timeout_s: int
@@ -261,33 +261,47 @@ class DueJob(msgspec.Struct, kw_only=True):
     active_runs: int
 
 
-def _build_due(c: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
+def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
+    # Positional: the claim selects these columns in this order (see job_claim_due), and this runs
+    # once per fire.
+    (
+        job_id,
+        namespace,
+        name,
+        schedule,
+        timezone,
+        start_at,
+        end_at,
+        anchor_at,
+        next_run_at,
+        action,
+        timeout_s,
+        max_attempts,
+        min_backoff_s,
+        max_backoff_s,
+        misfire_policy,
+        grace_s,
+        window_s,
+        overlap,
+        active_runs,
+        db_now,
+    ) = v
     due = DueJob(
-        id=v[c["id"]],
-        namespace=v[c["namespace"]],
-        name=v[c["name"]],
-        schedule=v[c["schedule"]],
-        timezone=v[c["timezone"]],
-        start_at=v[c["start_at"]],
-        end_at=v[c["end_at"]],
-        anchor_at=v[c["anchor_at"]],
-        next_run_at=v[c["next_run_at"]],
-        action=_action_decoder.decode(v[c["action"]]),
-        timeout_s=v[c["timeout_s"]],
+        id=job_id,
+        namespace=namespace,
+        name=name,
+        timing=Timing(schedule, timezone, anchor_at, start_at, end_at),
+        next_run_at=next_run_at,
+        action=_action_decoder.decode(action),
+        timeout_s=timeout_s,
         retry=RetryPolicy(
-            max_attempts=v[c["retry_max_attempts"]],
-            min_backoff_s=v[c["retry_min_backoff_s"]],
-            max_backoff_s=v[c["retry_max_backoff_s"]],
+            max_attempts=max_attempts, min_backoff_s=min_backoff_s, max_backoff_s=max_backoff_s
         ),
-        misfire=Misfire(
-            policy=MISFIRE_POLICY[v[c["misfire_policy"]]],
-            grace_s=v[c["misfire_grace_s"]],
-            window_s=v[c["misfire_window_s"]],
-        ),
-        overlap=OVERLAP_POLICY[v[c["overlap"]]],
-        active_runs=v[c["active_runs"]],
+        misfire=Misfire(policy=MISFIRE_POLICY[misfire_policy], grace_s=grace_s, window_s=window_s),
+        overlap=OVERLAP_POLICY[overlap],
+        active_runs=active_runs,
     )
-    return due, v[c["db_now"]]
+    return due, db_now
 
 
 _due_row = _maker(_build_due)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -24,6 +25,7 @@ from scheduler.api.problems import (
     strict_decode,
 )
 from scheduler.api.schemas import (
+    NAME_PATTERN,
     JobCreate,
     JobOut,
     JobPage,
@@ -39,6 +41,8 @@ from scheduler.api.state import conn_for, namespace_of, settings_of
 from scheduler.ids import uuid7
 from scheduler.models import Job, OverlapPolicy, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleError, Timing
+
+_NAME = re.compile(NAME_PATTERN)
 
 
 def timing_of(values: store.JobValues | Job) -> Timing:
@@ -184,27 +188,26 @@ class JobController(Controller):
         paused: FromQuery[bool | None] = None,
         label: FromQuery[str | None] = None,
     ) -> JobPage:
-        """List jobs in creation order; follow next_cursor for the next page."""
+        """List jobs in name order; follow next_cursor for the next page."""
         for field, text in (("name_prefix", name_prefix), ("label", label)):
             if text is not None and "\x00" in text:
                 raise invalid(field, NUL_MESSAGE, status=400)
-        after_id: UUID | None = None
+        after_name: str | None = None
         if cursor is not None:
-            try:
-                after_id = UUID(decode_cursor(cursor))
-            except ValueError:
-                raise invalid("cursor", "is not a cursor this API returned", status=400) from None
+            after_name = decode_cursor(cursor)
+            if not _NAME.match(after_name):
+                raise invalid("cursor", "is not a cursor this API returned", status=400)
         async with conn_for(request) as conn:
             jobs = await store.job_list(
                 conn,
                 namespace=namespace_of(request),
-                after_id=after_id,
+                after_name=after_name,
                 limit=limit,
                 name_prefix=name_prefix,
                 paused=paused,
                 labels=_parse_label(label),
             )
-        next_cursor = encode_cursor(str(jobs[-1].id)) if len(jobs) == limit else None
+        next_cursor = encode_cursor(jobs[-1].name) if len(jobs) == limit else None
         return JobPage(items=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
     @get("/{job_id:uuid}", responses=problem_responses(401, 404, 429))

@@ -37,7 +37,7 @@ from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
 from scheduler.models import Action, LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.runner.actions import Attempt, Result, is_local, run_http_action, run_log_action
-from scheduler.schedule import ScheduleError, Timing
+from scheduler.schedule import ScheduleError
 from scheduler.webhooks import new_secret
 
 log = structlog.get_logger("scheduler.runner")
@@ -47,6 +47,8 @@ COMPLETE_BATCH = 1000
 RESCUE_BATCH = 500
 UPKEEP_INTERVAL_S = 3600.0
 BACKLOG_INTERVAL_S = 5.0
+# Claim loops beside the main one, active only while claims come back full (see _help_claim).
+CLAIM_HELPERS = 1
 PARTITION_DAYS_AHEAD = 7
 # When due rows exist but other runners hold them, look again this soon.
 _CONTENDED_SLEEP_S = 0.01
@@ -217,7 +219,10 @@ class Runner:
         self._finished: list[Finished] = []
         self._finished_ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self._busy = asyncio.Event()  # set while claims come back full: the helpers claim too
         self._busy_slots = 0
+        # Slots promised to a claim still in flight: two claim loops must not both count them free.
+        self._reserved_slots = 0
         self._stopping = False
         self._next_pending_check = 0.0  # monotonic time to look for due pending runs
         self.signing = SigningKeys(pool)
@@ -228,7 +233,7 @@ class Runner:
     # ------------------------------------------------------------------------------ 1. claim
 
     def _free_slots(self) -> int:
-        return self.settings.runner_concurrency - self._busy_slots
+        return self.settings.runner_concurrency - self._busy_slots - self._reserved_slots
 
     async def claim_due_once(self) -> ClaimCounts:
         """Claim and record one batch of due fires, then start executing them.
@@ -243,6 +248,13 @@ class Runner:
         counts = ClaimCounts(limit=limit)
         if limit <= 0:
             return counts
+        self._reserved_slots += free
+        try:
+            return await self._claim_due(limit, free, counts)
+        finally:
+            self._reserved_slots -= free
+
+    async def _claim_due(self, limit: int, free: int, counts: ClaimCounts) -> ClaimCounts:
         # Pipelined: BEGIN travels with the claim, the two writes together, then COMMIT.
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             due, now = await store.job_claim_due(conn, limit=limit)
@@ -327,9 +339,8 @@ class Runner:
                     counts.deferred += 1
                     continue
                 http_budget -= 1
-            timing = Timing(job.schedule, job.timezone, job.anchor_at, job.start_at, job.end_at)
             try:
-                slots = misfire.plan(timing, job.misfire, job.next_run_at, now)
+                slots = misfire.plan(job.timing, job.misfire, job.next_run_at, now)
             except (ScheduleError, OverflowError) as exc:
                 # The zone database changed under a stored job, or its next slot lies past year
                 # 9999: stop the job rather than the runner.
@@ -372,7 +383,7 @@ class Runner:
                         delta += 1
                     if fire.trigger is RunTrigger.CATCHUP:
                         counts.catchup += 1
-                    counts.fired[fire.trigger.value, _OUTCOME[status]] += 1
+                    counts.fired[fire.trigger, _OUTCOME[status]] += 1
                     run_id = uuid7(fire.slot)
                     owners[run_id] = (job, fire.trigger)
                     run = store.NewRun(
@@ -405,10 +416,14 @@ class Runner:
         limit = min(self.settings.claim_batch, self._free_slots())
         if limit <= 0:
             return 0
-        async with self.pool.connection() as conn:
-            claimed = await store.run_claim_pending(
-                conn, limit=limit, runner=self.name, lease_s=self.settings.lease_s
-            )
+        self._reserved_slots += limit
+        try:
+            async with self.pool.connection() as conn:
+                claimed = await store.run_claim_pending(
+                    conn, limit=limit, runner=self.name, lease_s=self.settings.lease_s
+                )
+        finally:
+            self._reserved_slots -= limit
         for run in claimed:
             self.metrics.fires.labels(run.trigger.value, "started").inc()
         self._dispatch(
@@ -805,6 +820,27 @@ class Runner:
                 waiter.cancel()
         self._wake.clear()
 
+    async def _help_claim(self, stop: asyncio.Event) -> None:
+        """Claim beside the main loop while claims come back full.
+
+        While the main loop waits on the database for one batch, a helper prepares or writes
+        another, so a runner keeps its share of the CPU busy under load. When idle, helpers sleep
+        until the main loop finds a full batch: polling stays one loop's worth.
+        """
+        while not stop.is_set():
+            await self._busy.wait()
+            if stop.is_set():
+                return
+            try:
+                fires = await self.claim_due_once()
+            except DB_ERRORS:
+                fires = ClaimCounts()  # the main loop reports and backs off
+            except Exception:
+                self.log.exception("claim_failed", loop="helper")
+                fires = ClaimCounts()
+            if not fires.full:
+                self._busy.clear()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and execute until ``stop`` is set, then drain and hand back what is left."""
         self.log.info(
@@ -821,11 +857,14 @@ class Runner:
             asyncio.create_task(self._every(UPKEEP_INTERVAL_S, "upkeep", self.upkeep_once)),
             asyncio.create_task(self._every(BACKLOG_INTERVAL_S, "backlog", self.due_backlog_once)),
         ]
+        helpers = [asyncio.create_task(self._help_claim(stop)) for _ in range(CLAIM_HELPERS)]
         backoff = _Backoff()
         try:
             while not stop.is_set():
                 try:
                     fires = await self.claim_due_once()
+                    if fires.full:
+                        self._busy.set()
                     pending = 0
                     if self._pending_due():
                         # Pending runs are looked for when one comes due, when notified, and at
@@ -849,12 +888,14 @@ class Runner:
                     delay = backoff.next()
                     self.log.exception("claim_failed", retry_in_s=delay)
                 await self._sleep(delay, stop)
+            self._busy.set()  # let the helpers see the stop
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self._drain()
         finally:
             self._stopping = True
-            for task in services:
+            for task in [*services, *helpers]:
                 task.cancel()
-            await asyncio.gather(*services, return_exceptions=True)
+            await asyncio.gather(*services, *helpers, return_exceptions=True)
         self.log.info("runner_stopped")
 
     async def _drain(self) -> None:
