@@ -98,23 +98,6 @@ ORDER BY j.next_run_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
--- name: job_advance_many
--- Moves each claimed job to its next slot, counts the runs the claim left unfinished and records
--- the runs it finished inline as last_run, in one statement for the whole batch (binary arrays
--- unnested in step: per-row parameters would cost a round trip each).
-UPDATE jobs j SET
-    next_run_at = u.next_run_at,
-    active_runs = j.active_runs + u.active_delta,
-    last_run_id = coalesce(u.last_run_id, j.last_run_id),
-    last_run_status = coalesce(u.last_run_status, j.last_run_status),
-    last_run_scheduled_for = coalesce(u.last_run_scheduled_for, j.last_run_scheduled_for),
-    last_run_finished_at = CASE WHEN u.last_run_id IS NULL THEN j.last_run_finished_at ELSE now() END
-FROM unnest(
-    %(ids)b::uuid[], %(next_run_ats)b::timestamptz[], %(active_deltas)b::integer[],
-    %(last_run_ids)b::uuid[], %(last_run_statuses)b::run_status[], %(last_run_slots)b::timestamptz[]
-) AS u(id, next_run_at, active_delta, last_run_id, last_run_status, last_run_scheduled_for)
-WHERE j.id = u.id
-
 -- name: job_lock_many
 -- Locks the jobs a batch of run updates touches, in id order, before any run row: every path takes
 -- job rows first and in the same order, so concurrent completions and rescues cannot deadlock.

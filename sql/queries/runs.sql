@@ -1,29 +1,57 @@
--- name: run_insert_many
--- Records the fires of one claim batch. Rows that start now get the lease and a fresh fencing
--- token; rows of actions finished inline (log) arrive final. The unique constraint on (job, slot,
--- attempt), not luck, keeps two runners from recording one slot twice: a conflicting row is
--- dropped and not returned, so it is not executed.
-INSERT INTO runs (
-    id, job_id, scheduled_for, trigger, attempt, status, runner, lease_token, lease_expires_at,
-    available_at, started_at, finished_at, duration_ms, error
+-- name: run_record_many
+-- Records runs and moves their jobs on, in one statement for a whole batch (binary arrays unnested in
+-- step: per-row parameters would cost a round trip each). Runs that start now get the lease and a
+-- fresh fencing token; runs of actions finished inline (log) arrive final and become last_run. The
+-- unique constraint on (job, slot, attempt), not luck, keeps two runners from recording one slot
+-- twice: a conflicting row is dropped and not returned, so it is not executed. Each job's count of
+-- unfinished runs grows by the rows actually inserted, plus the caller's adjustment (runs it
+-- replaced); `moves` says whether the job's next_run_at is set (a claim) or kept (a retry).
+WITH inserted AS (
+    INSERT INTO runs (
+        id, job_id, scheduled_for, trigger, attempt, status, runner, lease_token, lease_expires_at,
+        available_at, started_at, finished_at, duration_ms, error
+    )
+    SELECT
+        u.id, u.job_id, u.scheduled_for, u.trigger, u.attempt, u.status,
+        CASE WHEN u.status NOT IN ('pending', 'skipped') THEN %(runner)s END,
+        CASE WHEN u.status = 'running' THEN gen_random_uuid() END,
+        CASE WHEN u.status = 'running' THEN now() + make_interval(secs => %(lease_s)s) END,
+        now() + make_interval(secs => u.available_in_s),
+        CASE WHEN u.status <> 'pending' THEN now() END,
+        CASE WHEN u.status NOT IN ('pending', 'running') THEN now() END,
+        CASE WHEN u.status NOT IN ('pending', 'running') THEN 0 END,
+        u.error
+    FROM unnest(
+        %(ids)b::uuid[], %(job_ids)b::uuid[], %(scheduled_fors)b::timestamptz[],
+        %(triggers)b::run_trigger[], %(attempts)b::integer[], %(statuses)b::run_status[],
+        %(available_in_s)b::double precision[], %(errors)b::text[]
+    ) AS u(id, job_id, scheduled_for, trigger, attempt, status, available_in_s, error)
+    ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
+    RETURNING id, job_id, scheduled_for, status, lease_token, started_at
+), per_job AS (
+    SELECT
+        job_id,
+        count(*) FILTER (WHERE status IN ('pending', 'running')) AS active,
+        (array_agg(id ORDER BY scheduled_for DESC) FILTER (WHERE status = 'succeeded'))[1] AS last_id,
+        max(scheduled_for) FILTER (WHERE status = 'succeeded') AS last_slot
+    FROM inserted
+    GROUP BY job_id
+), moved AS (
+    UPDATE jobs j SET
+        next_run_at = CASE WHEN m.moves THEN m.next_run_at ELSE j.next_run_at END,
+        active_runs = greatest(j.active_runs + coalesce(p.active, 0) + m.active_delta, 0),
+        last_run_id = coalesce(p.last_id, j.last_run_id),
+        last_run_status = CASE WHEN p.last_id IS NULL THEN j.last_run_status ELSE 'succeeded' END,
+        last_run_scheduled_for = coalesce(p.last_slot, j.last_run_scheduled_for),
+        last_run_finished_at = CASE WHEN p.last_id IS NULL THEN j.last_run_finished_at ELSE now() END
+    FROM unnest(
+        %(move_job_ids)b::uuid[], %(moves)b::boolean[], %(next_run_ats)b::timestamptz[],
+        %(active_deltas)b::integer[]
+    ) AS m(job_id, moves, next_run_at, active_delta)
+    LEFT JOIN per_job p ON p.job_id = m.job_id
+    WHERE j.id = m.job_id
 )
-SELECT
-    u.id, u.job_id, u.scheduled_for, u.trigger, u.attempt, u.status,
-    CASE WHEN u.status NOT IN ('pending', 'skipped') THEN %(runner)s END,
-    CASE WHEN u.status = 'running' THEN gen_random_uuid() END,
-    CASE WHEN u.status = 'running' THEN now() + make_interval(secs => %(lease_s)s) END,
-    now() + make_interval(secs => u.available_in_s),
-    CASE WHEN u.status <> 'pending' THEN now() END,
-    CASE WHEN u.status NOT IN ('pending', 'running') THEN now() END,
-    CASE WHEN u.status NOT IN ('pending', 'running') THEN 0 END,
-    u.error
-FROM unnest(
-    %(ids)b::uuid[], %(job_ids)b::uuid[], %(scheduled_fors)b::timestamptz[],
-    %(triggers)b::run_trigger[], %(attempts)b::integer[], %(statuses)b::run_status[],
-    %(available_in_s)b::double precision[], %(errors)b::text[]
-) AS u(id, job_id, scheduled_for, trigger, attempt, status, available_in_s, error)
-ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
-RETURNING id, scheduled_for, status, lease_token, started_at
+SELECT id, scheduled_for, status, lease_token, started_at FROM inserted
 
 -- name: run_complete_many
 -- Ends a batch of runs with their outcomes. Fenced: a row changes only while it is still running
@@ -175,12 +203,6 @@ SELECT count(*), pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) >
 SELECT EXISTS (
     SELECT 1 FROM runs WHERE job_id = %(job_id)s AND status = 'pending' AND available_at IS NULL
 )
-
--- name: job_add_active_many
--- Adjusts the count of unfinished runs of locked jobs after a batch added retries.
-UPDATE jobs j SET active_runs = greatest(j.active_runs + u.delta, 0)
-FROM unnest(%(ids)b::uuid[], %(deltas)b::integer[]) AS u(id, delta)
-WHERE j.id = u.id
 
 -- name: job_add_active
 -- Adjusts the count of unfinished runs of a locked job after a request added or ended some.

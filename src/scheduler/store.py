@@ -317,32 +317,14 @@ async def job_claim_due(conn: AsyncConn, *, limit: int) -> tuple[list[DueJob], d
     return [due for due, _ in rows], rows[0][1]
 
 
-class Advance(msgspec.Struct, kw_only=True, frozen=True):
-    """A claimed job's next slot, its added unfinished runs, and its newest run finished inline."""
+class Move(msgspec.Struct, kw_only=True, frozen=True):
+    """How a batch of recorded runs moves a job on: to its next slot (a claim), or not (a retry)."""
 
     job_id: UUID
-    next_run_at: datetime | None
-    active_delta: int
-    last_run_id: UUID | None = None
-    last_run_status: RunStatus | None = None
-    last_run_slot: datetime | None = None
-
-
-async def job_advance_many(conn: AsyncConn, advances: Sequence[Advance]) -> None:
-    """Move every claimed job to its next slot in one statement."""
-    if not advances:
-        return
-    await conn.execute(
-        q("job_advance_many"),
-        {
-            "ids": [a.job_id for a in advances],
-            "next_run_ats": [a.next_run_at for a in advances],
-            "active_deltas": [a.active_delta for a in advances],
-            "last_run_ids": [a.last_run_id for a in advances],
-            "last_run_statuses": [a.last_run_status.value if a.last_run_status else None for a in advances],
-            "last_run_slots": [a.last_run_slot for a in advances],
-        },
-    )
+    moves: bool
+    next_run_at: datetime | None = None
+    active_delta: int = 0
+    """Unfinished runs ended besides the recorded ones (overlap "replace" cancels some)."""
 
 
 async def job_lock_many(conn: AsyncConn, job_ids: Sequence[UUID]) -> None:
@@ -398,14 +380,18 @@ class InsertedRun(msgspec.Struct, kw_only=True, frozen=True):
     started_at: datetime | None
 
 
-async def run_insert_many(
-    conn: AsyncConn, runs: Sequence[NewRun], *, runner: str, lease_s: float
+async def run_record_many(
+    conn: AsyncConn, runs: Sequence[NewRun], moves: Sequence[Move], *, runner: str, lease_s: float
 ) -> list[InsertedRun]:
-    """Record runs; those starting now get a lease. Rows lost to the unique slot key are left out."""
-    if not runs:
+    """Record runs and move their jobs on, in one statement.
+
+    Runs starting now get a lease; runs lost to the unique slot key are left out of the result, and
+    the jobs' counts of unfinished runs follow the rows actually inserted.
+    """
+    if not runs and not moves:
         return []
     cur = await conn.execute(
-        q("run_insert_many"),
+        q("run_record_many"),
         {
             "ids": [r.id for r in runs],
             "job_ids": [r.job_id for r in runs],
@@ -415,6 +401,10 @@ async def run_insert_many(
             "statuses": [r.status.value for r in runs],
             "available_in_s": [r.available_in_s for r in runs],
             "errors": [r.error for r in runs],
+            "move_job_ids": [m.job_id for m in moves],
+            "moves": [m.moves for m in moves],
+            "next_run_ats": [m.next_run_at for m in moves],
+            "active_deltas": [m.active_delta for m in moves],
             "runner": runner,
             "lease_s": lease_s,
         },
@@ -743,14 +733,6 @@ async def run_find_expired(conn: AsyncConn, *, limit: int) -> list[ExpiredRun]:
         )
         for row in await cur.fetchall()
     ]
-
-
-async def job_add_active_many(conn: AsyncConn, deltas: dict[UUID, int]) -> None:
-    """Adjust the unfinished-run counts of locked jobs."""
-    changed = {job_id: delta for job_id, delta in deltas.items() if delta}
-    if not changed:
-        return
-    await conn.execute(q("job_add_active_many"), {"ids": list(changed), "deltas": list(changed.values())})
 
 
 # --------------------------------------------------------------------------------- the service

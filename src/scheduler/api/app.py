@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -49,8 +50,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         state=State({"settings": cfg, "metrics": metrics}),
         middleware=[
-            ObservabilityMiddleware(metrics),
-            AuthMiddleware(RateLimiter(cfg.rate_limit_per_s, cfg.rate_limit_burst)),
+            DefineMiddleware(ObservabilityMiddleware, metrics=metrics),
+            DefineMiddleware(AuthMiddleware, limiter=RateLimiter(cfg.rate_limit_per_s, cfg.rate_limit_burst)),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_REQUEST_BODY,

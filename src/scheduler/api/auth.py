@@ -8,7 +8,6 @@ import time
 
 from litestar import Response
 from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from scheduler import store
@@ -36,21 +35,24 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-class AuthMiddleware(ASGIMiddleware):
+class AuthMiddleware:
     """Resolve the namespace of every request, or answer 401 without saying what was wrong.
 
     With a limiter, each key's requests are also rate limited (429 with Retry-After).
     """
 
-    scopes = (ScopeType.HTTP,)
-
-    def __init__(self, limiter: RateLimiter | None = None) -> None:
-        """Start with an empty key cache."""
+    def __init__(self, app: ASGIApp, limiter: RateLimiter | None = None) -> None:
+        """Wrap ``app``; start with an empty key cache."""
+        self.app = app
         self._cache: dict[bytes, tuple[str, float]] = {}
         self._limiter = limiter
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Set the namespace on the scope, then pass the request on."""
+        next_app = self.app
+        if scope["type"] != ScopeType.HTTP:
+            await next_app(scope, receive, send)
+            return
         path: str = scope["path"]
         settings: Settings = scope["app"].state.settings
         if settings.auth == "off":

@@ -12,6 +12,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
+from scheduler.api.state import REQUEST_ID_KEY
+
 log = structlog.get_logger("scheduler.api")
 T = TypeVar("T")
 
@@ -227,7 +229,13 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 def on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Log an unexpected error with its trace; the client gets a 500 problem without one."""
-    log.error("request_failed", path=request.url.path, method=request.method, exc_info=exc)
+    log.error(
+        "request_failed",
+        path=request.url.path,
+        method=request.method,
+        request_id=request.scope.get(REQUEST_ID_KEY),
+        exc_info=exc,
+    )
     return problem_response(500, "internal error; the service logged the details")
 
 

@@ -12,6 +12,7 @@ from scheduler.config import Settings
 from scheduler.db import AsyncConn
 
 NAMESPACE_KEY = "scheduler.namespace"
+REQUEST_ID_KEY = "scheduler.request_id"
 
 
 def pool_of(request: Request[Any, Any, Any]) -> AsyncConnectionPool:

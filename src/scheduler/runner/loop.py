@@ -261,10 +261,9 @@ class Runner:
             if not due or now is None:
                 return counts
             counts.jobs = len(due)
-            runs, advances, owners = await self._plan(conn, due, now, counts, http_budget=free)
-            await store.job_advance_many(conn, advances)
-            inserted = await store.run_insert_many(
-                conn, runs, runner=self.name, lease_s=self.settings.lease_s
+            runs, moves, owners = await self._plan(conn, due, now, counts, http_budget=free)
+            inserted = await store.run_record_many(
+                conn, runs, moves, runner=self.name, lease_s=self.settings.lease_s
             )
             for row in inserted:
                 job, _ = owners[row.id]
@@ -328,10 +327,10 @@ class Runner:
         counts: ClaimCounts,
         *,
         http_budget: int,
-    ) -> tuple[list[store.NewRun], list[store.Advance], dict[UUID, tuple[store.DueJob, RunTrigger]]]:
+    ) -> tuple[list[store.NewRun], list[store.Move], dict[UUID, tuple[store.DueJob, RunTrigger]]]:
         """Apply misfire and overlap policies to each locked job (inside the claim transaction)."""
         runs: list[store.NewRun] = []
-        advances: list[store.Advance] = []
+        moves: list[store.Move] = []
         owners: dict[UUID, tuple[store.DueJob, RunTrigger]] = {}
         for job in due:
             if not is_local(job.action):
@@ -347,10 +346,9 @@ class Runner:
                 self.log.error(  # noqa: TRY400 - a trace adds nothing to a bad expression
                     "job_schedule_broken", job_id=str(job.id), error=str(exc)
                 )
-                advances.append(store.Advance(job_id=job.id, next_run_at=None, active_delta=0))
+                moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
                 continue
-            delta = 0
-            inline: store.NewRun | None = None
+            replaced = 0
             if slots.fires:
                 has_queued = (
                     job.overlap is OverlapPolicy.QUEUE
@@ -359,10 +357,10 @@ class Runner:
                 )
                 decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
                 if decision is overlap.Decision.REPLACE:
-                    replaced = await store.run_cancel_active_for_job(
+                    cancelled = await store.run_cancel_active_for_job(
                         conn, job_id=job.id, reason="replaced by a newer run (overlap policy replace)"
                     )
-                    delta -= len(replaced)
+                    replaced = len(cancelled)
                 local = is_local(job.action)
                 for index, fire in enumerate(slots.fires):
                     status, available_in_s, error = RunStatus.RUNNING, None, None
@@ -379,37 +377,27 @@ class Runner:
                         counts.lateness_s.append((now - fire.slot).total_seconds())
                         if local:
                             status = RunStatus.SUCCEEDED
-                    if status in (RunStatus.RUNNING, RunStatus.PENDING):
-                        delta += 1
                     if fire.trigger is RunTrigger.CATCHUP:
                         counts.catchup += 1
                     counts.fired[fire.trigger, _OUTCOME[status]] += 1
                     run_id = uuid7(fire.slot)
                     owners[run_id] = (job, fire.trigger)
-                    run = store.NewRun(
-                        id=run_id,
-                        job_id=job.id,
-                        scheduled_for=fire.slot,
-                        trigger=fire.trigger,
-                        attempt=1,
-                        status=status,
-                        available_in_s=available_in_s,
-                        error=error,
+                    runs.append(
+                        store.NewRun(
+                            id=run_id,
+                            job_id=job.id,
+                            scheduled_for=fire.slot,
+                            trigger=fire.trigger,
+                            attempt=1,
+                            status=status,
+                            available_in_s=available_in_s,
+                            error=error,
+                        )
                     )
-                    runs.append(run)
-                    if status is RunStatus.SUCCEEDED:
-                        inline = run
-            advances.append(
-                store.Advance(
-                    job_id=job.id,
-                    next_run_at=slots.next_run_at,
-                    active_delta=delta,
-                    last_run_id=inline.id if inline else None,
-                    last_run_status=inline.status if inline else None,
-                    last_run_slot=inline.scheduled_for if inline else None,
-                )
+            moves.append(
+                store.Move(job_id=job.id, moves=True, next_run_at=slots.next_run_at, active_delta=-replaced)
             )
-        return runs, advances, owners
+        return runs, moves, owners
 
     async def claim_pending_once(self) -> int:
         """Start pending runs whose time has come (retries, manual triggers, queued runs)."""
@@ -576,16 +564,13 @@ class Runner:
                         )
                     )
             if retries:
-                inserted = await store.run_insert_many(
-                    conn, retries, runner=self.name, lease_s=self.settings.lease_s
+                # A retry leaves its job's next slot alone; its count of unfinished runs grows by
+                # the retries actually recorded.
+                keep = [store.Move(job_id=job_id, moves=False) for job_id in {r.job_id for r in retries}]
+                inserted = await store.run_record_many(
+                    conn, retries, keep, runner=self.name, lease_s=self.settings.lease_s
                 )
-                made = {row.id for row in inserted}
-                deltas: dict[UUID, int] = {}
-                for retry in retries:
-                    if retry.id in made:
-                        deltas[retry.job_id] = deltas.get(retry.job_id, 0) + 1
-                await store.job_add_active_many(conn, deltas)
-                counts.retries = len(made)
+                counts.retries = len(inserted)
             if queue_jobs:
                 await store.run_promote_queued(conn, job_ids=sorted(queue_jobs))
         counts.accepted = accepted
