@@ -7,7 +7,7 @@ and get msgspec Structs back, never raw rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -479,6 +479,10 @@ async def run_get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run | Non
         return found
 
 
+# Past now, for clocks that disagree: a manual run is slotted by the API's clock.
+_FIRST_PAGE_SLACK = timedelta(hours=1)
+
+
 async def run_list_for_job(
     conn: AsyncConn,
     *,
@@ -487,14 +491,20 @@ async def run_list_for_job(
     limit: int,
     status: RunStatus | None = None,
 ) -> list[Run]:
-    """Return one page of a job's history, newest slot first, before the (slot, attempt) cursor."""
-    before_slot, before_attempt = before if before is not None else (None, 2**31 - 1)
+    """Return one page of a job's history, newest slot first, before the (slot, attempt) cursor.
+
+    The first page starts just past now: runs exist only for slots that came due (and manual runs,
+    slotted at their trigger), so the partitions made ahead for the coming week are pruned.
+    """
+    if before is None:
+        before = (datetime.now(UTC) + _FIRST_PAGE_SLACK, 2**31 - 1)
+    before_slot, before_attempt = before
     async with conn.cursor(row_factory=run_row) as cur:
         await cur.execute(
             q("run_list_for_job"),
             {
                 "job_id": job_id,
-                "before_slot": before_slot if before_slot is not None else "infinity",
+                "before_slot": before_slot,
                 "before_attempt": before_attempt,
                 "status": status.value if status is not None else None,
                 "limit": limit,

@@ -163,8 +163,12 @@ class JobController(Controller):
         job_id = uuid7()
         quota = settings_of(request).namespace_job_quota
         async with conn_for(request) as conn, conn.transaction():
-            # The count's row lock orders racing creates, so together they cannot pass the quota;
-            # raising rolls the count back with everything else.
+            job = await store.job_insert(conn, job_id=job_id, namespace=namespace, values=values)
+            if job is None:
+                raise _name_taken(data.name, namespace)
+            # Counted last: the count's row lock orders racing creates in a namespace, so together
+            # they cannot pass the quota, and it is held only from here to the commit. Raising
+            # rolls back the job and the count alike.
             if await store.namespace_usage_add(conn, namespace=namespace, delta=1) > quota:
                 raise ProblemError(
                     422,
@@ -172,9 +176,6 @@ class JobController(Controller):
                     "delete jobs before creating more",
                     kind="quota-exceeded",
                 )
-            job = await store.job_insert(conn, job_id=job_id, namespace=namespace, values=values)
-            if job is None:
-                raise _name_taken(data.name, namespace)
         return job_response(job, HTTP_201_CREATED, {"Location": f"/jobs/{job.id}"})
 
     @get("/", responses=problem_responses(400, 401, 422, 429))
