@@ -33,7 +33,7 @@ import httpx
 from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, seed_jobs
 from bench.processes import api_server, baseline_server
-from bench.summary import figure, verdict
+from bench.summary import figure, print_targets
 from scheduler.api.jobs import encode_cursor
 
 DB = "scheduler_bench_api"
@@ -448,15 +448,7 @@ def main() -> None:
         )
         print(f"max {fixed['max_ms']:.1f} ms; failures {fixed['failures']} {fixed['failure_kinds'] or ''}")
 
-    print_table(
-        "Targets",
-        ["figure", "value", "target", "verdict"],
-        [
-            (f["metric"], f["value"], f.get("target", ""), verdict(f.get("met")))
-            for f in summary
-            if "target" in f
-        ],
-    )
+    print_targets(summary)
     path = write_json(
         "api",
         {

@@ -29,7 +29,7 @@ import psycopg
 
 from bench.common import RESULTS, print_table, write_json
 from bench.database import drop_database, fresh_database
-from bench.summary import figure, verdict
+from bench.summary import figure, print_targets
 
 APS_DB = "scheduler_bench_peer_aps"
 PGQ_DB = "scheduler_bench_peer_pgq"
@@ -279,15 +279,7 @@ def main() -> None:
                 met=ours / aps["per_s"] >= APS_TARGET,
             ),
         ]
-        print_table(
-            "Targets",
-            ["figure", "value", "target", "verdict"],
-            [
-                (f["metric"], f["value"], f.get("target", ""), verdict(f.get("met")))
-                for f in summary
-                if "target" in f
-            ],
-        )
+        print_targets(summary)
     path = write_json("peers", {"ours_fires_per_s": ours, "peers": peers, "summary": summary})
     print(f"\nwrote {path}")
 

@@ -31,7 +31,7 @@ import psycopg
 from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, seed_jobs
 from bench.processes import api_server
-from bench.summary import figure, verdict
+from bench.summary import figure, print_targets
 from scheduler.api.jobs import encode_cursor
 from scheduler.queries import q
 
@@ -383,15 +383,7 @@ def main() -> None:
         ),
         figure("seeding runs", round(args.runs / took["runs_s"]), "rows/s"),
     ]
-    print_table(
-        "Targets",
-        ["figure", "value", "target", "verdict"],
-        [
-            (f["metric"], f["value"], f.get("target", ""), verdict(f.get("met")))
-            for f in summary
-            if "target" in f
-        ],
-    )
+    print_targets(summary)
     print(f"\ntotal {total_s:.0f} s (seeding jobs {took['jobs_s']:.0f} s, runs {took['runs_s']:.0f} s)")
     path = write_json(
         "scale",

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS
+from bench.common import RESULTS, print_table
 
 
 def figure(
@@ -30,6 +30,19 @@ def verdict(met: bool | None) -> str:  # noqa: FBT001 - the one argument is the 
     if met is None:
         return ""
     return "met" if met else "MISSED"
+
+
+def print_targets(summary: list[dict[str, Any]]) -> None:
+    """Print the figures that have a target, with their verdicts."""
+    print_table(
+        "Targets",
+        ["figure", "value", "target", "verdict"],
+        [
+            (f["metric"], f["value"], f.get("target", ""), verdict(f.get("met")))
+            for f in summary
+            if "target" in f
+        ],
+    )
 
 
 def figures_of(summary: Any) -> list[dict[str, Any]]:
