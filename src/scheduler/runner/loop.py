@@ -2,10 +2,11 @@
 
 1. **Claim** — one short transaction locks due jobs with ``FOR UPDATE SKIP LOCKED``, applies the
    misfire and overlap policies, moves each job to its next slot and records one run row per
-   (job, slot) with a lease and a fencing token. Pending runs (retries, manual triggers, queued runs)
-   are started the same way.
-2. **Execute** — actions run concurrently as tasks, holding no database connection; ``log`` actions
-   finish inline. Each attempt is cut off at the job's ``timeout_s``.
+   (job, slot) with a lease and a fencing token; ``log`` actions finish inside this transaction and
+   their runs are recorded final. Pending runs (retries, manual triggers, queued runs) are started
+   the same way. Under load a helper loop claims beside the main one.
+2. **Execute** — HTTP actions run concurrently as tasks, holding no database connection, each
+   attempt cut off at the job's ``timeout_s``.
 3. **Complete** — outcomes are written in batches, fenced by the lease token, and failed attempts
    get their next attempt after a jittered backoff.
 
