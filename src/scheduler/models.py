@@ -24,11 +24,6 @@ class RunStatus(StrEnum):
     SKIPPED = "skipped"
     LOST = "lost"
 
-    @property
-    def is_final(self) -> bool:
-        """Whether the run has ended and will never change again."""
-        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
-
 
 RETRYABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST})
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, timedelta
 from functools import lru_cache
@@ -477,17 +476,6 @@ def fire_times(timing: Timing, after: datetime, count: int) -> list[datetime]:
         times.append(found)
         moment = found
     return times
-
-
-def iter_fires(timing: Timing, after: datetime, until: datetime) -> Iterator[datetime]:
-    """Yield the fire times in (after, until]."""
-    moment = after
-    while True:
-        found = next_fire(timing, moment)
-        if found is None or found > until:
-            return
-        yield found
-        moment = found
 
 
 def validate(timing: Timing, now: datetime) -> datetime:
