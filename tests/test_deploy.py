@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import ipaddress
 import json
 import re
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from scheduler.cli import build_parser
-from scheduler.config import Settings
+from scheduler.config import Settings, load_settings
 from tests.conftest import ROOT, Procs, free_port, start_api
 
 # What the runner needs after its grace period to hand back unfinished runs and write outcomes
@@ -195,7 +196,7 @@ class TestContainerfile:
 
     def test_the_build_stage_copies_what_the_package_build_reads(self, stages):
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-        needed = {"pyproject.toml", project["project"]["readme"], "src"}
+        needed = {"pyproject.toml", project["project"]["readme"], "LICENSE", "src"}
         needed |= set(project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"])
         copied = set()
         for copy in stages[0].all("COPY"):
@@ -211,11 +212,15 @@ class TestContainerfile:
         assert project["project"]["scripts"]["scheduler"] == "scheduler.cli:main"
 
 
+RUNNERS = ("runner-1", "runner-2")
+SCHEDULER_SERVICES = ("migrate", "api", *RUNNERS)
+
+
 class TestCompose:
     """compose.yaml: PostgreSQL 16, a one-shot migrate, the API on 8000 and two runners, in order."""
 
     def test_it_runs_postgres_migrate_api_and_runners(self, services):
-        assert set(services) == {"postgres", "migrate", "api", "runner"}
+        assert set(services) == {"postgres", *SCHEDULER_SERVICES}
 
     def test_postgres_16_has_a_health_check_and_keeps_its_data_in_a_named_volume(self, compose, services):
         postgres = services["postgres"]
@@ -227,7 +232,7 @@ class TestCompose:
 
     def test_the_database_url_points_at_the_postgres_service_and_its_credentials(self, services):
         env = services["postgres"]["environment"]
-        for name in ("migrate", "api", "runner"):
+        for name in SCHEDULER_SERVICES:
             url = urlsplit(services[name]["environment"]["SCHEDULER_DATABASE_URL"])
             assert (url.hostname, url.port) == ("postgres", 5432), name
             assert (url.username, url.password) == (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]), name
@@ -240,7 +245,7 @@ class TestCompose:
         assert migrate["command"] == ["migrate"]
         assert migrate["healthcheck"] == {"disable": True}
 
-    @pytest.mark.parametrize("name", ["api", "runner"])
+    @pytest.mark.parametrize("name", ["api", *RUNNERS])
     def test_api_and_runners_wait_for_a_healthy_database_and_a_finished_migration(self, services, name):
         assert services[name]["depends_on"] == {
             "postgres": {"condition": "service_healthy"},
@@ -256,23 +261,32 @@ class TestCompose:
         assert args.port == int(probed)
         assert args.host == "0.0.0.0"  # noqa: S104 - published through the container's port
 
-    def test_two_runner_replicas_with_nothing_that_would_clash_between_them(self, services):
-        runner = services["runner"]
-        assert runner["deploy"]["replicas"] == 2
-        assert "container_name" not in runner
-        assert "ports" not in runner
-        port = runner["environment"]["SCHEDULER_METRICS_PORT"]
-        probe = " ".join(runner["healthcheck"]["test"])
-        assert f"127.0.0.1:{port}/metrics" in probe, "a runner is probed on its metrics port, not the API's"
+    def test_two_runners_with_nothing_that_would_clash_between_them(self, services):
+        for name in RUNNERS:
+            runner = services[name]
+            assert "deploy" not in runner, f"{name}: one container per named runner"
+            assert "container_name" not in runner
+            assert "ports" not in runner
+            port = runner["environment"]["SCHEDULER_METRICS_PORT"]
+            probe = " ".join(runner["healthcheck"]["test"])
+            assert f"127.0.0.1:{port}/metrics" in probe, (
+                "a runner is probed on its metrics port, not the API's"
+            )
 
-    def test_runners_get_their_grace_period_and_the_write_back_before_a_kill(self, services):
-        runner = services["runner"]
+    def test_each_runner_names_itself(self, services):
+        names = [services[name]["environment"]["SCHEDULER_RUNNER_NAME"] for name in RUNNERS]
+        assert names == list(RUNNERS)
+        assert Settings(runner_name=names[0]).runner_id() == "runner-1"
+
+    @pytest.mark.parametrize("name", RUNNERS)
+    def test_runners_get_their_grace_period_and_the_write_back_before_a_kill(self, services, name):
+        runner = services[name]
         grace = float(runner["environment"].get("SCHEDULER_SHUTDOWN_GRACE_S", Settings().shutdown_grace_s))
         assert seconds(runner["stop_grace_period"]) > grace + DRAIN_WRITE_BACK_S
 
     def test_every_scheduler_service_runs_the_image_built_from_the_containerfile(self, services):
         images = set()
-        for name in ("migrate", "api", "runner"):
+        for name in SCHEDULER_SERVICES:
             service = services[name]
             assert service["build"]["dockerfile"] == "Containerfile", name
             assert (ROOT / service["build"]["context"] / "Containerfile").is_file()
@@ -280,10 +294,48 @@ class TestCompose:
         assert len(images) == 1
 
 
+class TestComposeNetworks:
+    """The runners may call the `webhooks` network's receivers, and nothing else that is private."""
+
+    def test_every_network_has_a_fixed_subnet(self, compose):
+        for name, network in compose["networks"].items():
+            subnets = [ipaddress.ip_network(item["subnet"]) for item in network["ipam"]["config"]]
+            assert subnets, name
+            assert all(subnet.is_private for subnet in subnets), name
+
+    def test_the_runners_open_exactly_the_webhooks_subnet(self, compose, services):
+        webhooks = [
+            ipaddress.ip_network(c["subnet"]) for c in compose["networks"]["webhooks"]["ipam"]["config"]
+        ]
+        for name in RUNNERS:
+            opened = load_settings(services[name]["environment"]).http_allow_nets
+            assert list(opened) == webhooks, name
+            assert set(services[name]["networks"]) == {"backend", "webhooks"}, name
+
+    def test_the_database_and_the_api_are_not_on_the_opened_network(self, services):
+        for name in ("postgres", "migrate", "api"):
+            assert services[name]["networks"] == ["backend"], name
+
+    def test_the_opened_network_holds_neither_the_backend_nor_the_metadata_address(self, compose):
+        backend = [
+            ipaddress.ip_network(c["subnet"]) for c in compose["networks"]["backend"]["ipam"]["config"]
+        ]
+        for name in RUNNERS:
+            for net in load_settings(compose["services"][name]["environment"]).http_allow_nets:
+                assert not any(net.overlaps(other) for other in backend)
+                assert ipaddress.ip_address("169.254.169.254") not in net
+
+    def test_the_allow_list_is_explained_where_it_is_set(self):
+        text = (ROOT / "compose.yaml").read_text()
+        comment = text[: text.index("SCHEDULER_HTTP_ALLOW_NETS:")].rsplit("\n\n", 1)[-1]
+        assert "docs/outbound.md" in comment
+        assert "webhooks" in comment
+
+
 class TestCommands:
     """Every command the image and the compose services start exists in the package."""
 
-    @pytest.mark.parametrize("name", ["migrate", "api", "runner"])
+    @pytest.mark.parametrize("name", SCHEDULER_SERVICES)
     def test_each_compose_service_runs_a_real_command(self, services, final, name):
         assert_runnable(argv_of(services[name], final))
 

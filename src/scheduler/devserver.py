@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
 from scheduler.config import ConfigError, load_settings
 from scheduler.embedded import EmbeddedUnavailableError
@@ -22,6 +23,9 @@ from scheduler.embedded import stop as stop_embedded
 from scheduler.migrate import migrate
 
 DATA_DIR = Path(".scheduler") / "pgdata"
+# Where `scheduler dev` leaves the embedded server's URL while it runs, so that admin commands started
+# from a second terminal in the same directory (`scheduler keys`, `scheduler secrets`) find it.
+URL_FILE = Path(".scheduler") / "database-url"
 STOP_TIMEOUT_S = 15.0
 _EXAMPLE = (
     "curl -s -X POST http://{host}:{port}/jobs -H 'content-type: application/json' -d "
@@ -61,13 +65,52 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
-def run_dev(*, host: str, port: int) -> int:
-    """Start everything, print how to use it, and wait for Ctrl-C."""
+def embedded_url() -> str | None:
+    """The URL of the embedded server a `scheduler dev` in this directory runs, if one does."""
+    try:
+        return URL_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def shown_url(url: str) -> str:
+    """The URL with any password replaced, fit for a banner."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _banner(host: str, port: int, url: str, *, embedded: bool) -> None:
+    _say("")
+    _say(f"  API docs:   http://{host}:{port}/docs")
+    if embedded:
+        _say(f"  database:   {url}")
+        _say("              (embedded: `scheduler keys` and `scheduler secrets` started in this")
+        _say("              directory find it while this runs; anywhere else, export it:)")
+        _say(f"              export SCHEDULER_DATABASE_URL='{url}'")
+    else:
+        _say(f"  database:   {shown_url(url)}  (SCHEDULER_DATABASE_URL)")
+    _say("  create a job that logs every second:")
+    _say("  " + _EXAMPLE.format(host=host, port=port))
+    _say(f"  then:       curl -s http://{host}:{port}/jobs")
+    _say("  Ctrl-C stops everything.")
+    _say("")
+
+
+def run_dev(*, host: str | None = None, port: int | None = None) -> int:
+    """Start everything, print how to use it, and wait for Ctrl-C.
+
+    ``host`` and ``port`` default to SCHEDULER_HOST and SCHEDULER_PORT (127.0.0.1:8000).
+    """
     try:
         settings = load_settings()
     except ConfigError as exc:
         _say(f"scheduler dev: {exc}")
         return 2
+    host = host or settings.host
+    port = port or settings.port
     server = None
     url = settings.database_url
     if url is None:
@@ -77,6 +120,7 @@ def run_dev(*, host: str, port: int) -> int:
             _say(f"scheduler dev: {exc}")
             return 2
         _say(f"embedded PostgreSQL running, data in {DATA_DIR}/")
+        URL_FILE.write_text(url + "\n")
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -104,13 +148,7 @@ def run_dev(*, host: str, port: int) -> int:
         if not _wait_healthy(f"http://{host}:{port}/healthz", api):
             _say("scheduler dev: the API did not come up; see the messages above")
             return 1
-        _say("")
-        _say(f"  API docs:   http://{host}:{port}/docs")
-        _say("  create a job that logs every second:")
-        _say("  " + _EXAMPLE.format(host=host, port=port))
-        _say(f"  then:       curl -s http://{host}:{port}/jobs")
-        _say("  Ctrl-C stops everything.")
-        _say("")
+        _banner(host, port, url, embedded=server is not None)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -122,5 +160,6 @@ def run_dev(*, host: str, port: int) -> int:
     finally:
         _stop(children)
         if server is not None:
+            URL_FILE.unlink(missing_ok=True)
             stop_embedded(server)
             _say("embedded PostgreSQL stopped")
