@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,18 +21,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID, uuid4
 
-import httpx
+import aiohttp
 import pytest
 
 from scheduler.config import ConfigError, load_settings
 from scheduler.models import HttpAction, RunStatus
 from scheduler.netguard import (
     BlockedAddressError,
-    GuardedBackend,
-    GuardedTransport,
+    GuardedResolver,
     IPAddress,
+    OutboundClient,
     blocked_reason,
     canonical_url,
+    guarded_socket_factory,
     literal_address,
     numeric_ipv4,
 )
@@ -355,6 +357,146 @@ class TestConnectTimeChecks:
         assert first["accept-encoding"] == "identity"
 
 
+class TestFinalFailures:
+    """Failures no retry can mend are final at once; the others stay retryable (SPEC 3.3)."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://LOCALHOST:{port}/",
+            "HTTP://127.0.0.1:{port}/",
+            "http://127.0.0.1:0{port}/",
+            "http://127\uff0e0\uff0e0\uff0e1:{port}/",
+        ],
+    )
+    async def test_a_blocked_call_names_no_redirect_that_never_happened(self, target, url):
+        result = await call(url.format(port=target.port))
+        assert result.status is RunStatus.FAILED
+        assert result.error is not None
+        assert result.error.startswith("blocked: "), result.error
+        assert "redirected" not in result.error
+        assert result.retryable is False
+        assert target.seen() == []
+
+    async def test_a_blocked_address_is_final(self, target):
+        result = await call(f"{target.url}/probe")
+        assert (result.status, result.retryable) == (RunStatus.FAILED, False)
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("ftp://example.com/file", "invalid URL: the scheme must be http or https, not 'ftp'"),
+            ("http://example.com:99999/", "invalid URL: Port out of range"),
+            ("http:///no-host", "invalid URL: no host"),
+        ],
+    )
+    async def test_an_invalid_url_is_final_and_says_why(self, url, shown):
+        result = await call(url)
+        assert (result.status, result.retryable, result.http_status) == (RunStatus.FAILED, False, None)
+        assert result.error is not None
+        assert result.error.startswith(shown), result.error
+
+    async def test_a_header_value_no_request_can_carry_is_final(self, target):
+        result = await call(f"{target.url}/probe", allow="127.0.0.1/32", headers={"X-A": "a\x01b"})
+        assert (result.status, result.retryable, result.http_status) == (RunStatus.FAILED, False, None)
+        assert result.error is not None
+        assert result.error.startswith("invalid request: ")
+        assert target.seen() == []
+
+    async def test_a_redirect_to_an_unusable_url_is_final(self, target):
+        target.answer = redirect_to("gopher://example.com/")
+        result = await call(f"{target.url}/outer", allow="127.0.0.1/32", follow_redirects=True)
+        assert (result.status, result.retryable) == (RunStatus.FAILED, False)
+        assert result.error is not None
+        assert result.error.startswith("invalid URL: the scheme must be http or https, not 'gopher'")
+        assert "(redirected to gopher://example.com/)" in result.error
+
+    async def test_a_status_outside_success_codes_stays_retryable(self, target):
+        def unavailable(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(503)
+            handler.send_header("content-length", "4")
+            handler.end_headers()
+            handler.wfile.write(b"busy")
+
+        target.answer = unavailable
+        result = await call(f"{target.url}/busy", allow="127.0.0.1/32")
+        assert (result.status, result.http_status, result.output) == (RunStatus.FAILED, 503, "busy")
+        assert result.retryable is True
+
+    async def test_a_refused_connection_stays_retryable(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # nothing listens on it once closed
+        result = await call(f"http://127.0.0.1:{port}/", allow="127.0.0.1/32")
+        assert (result.status, result.retryable, result.http_status) == (RunStatus.FAILED, True, None)
+        assert result.error is not None
+        assert result.error.startswith("ClientConnectorError")
+
+
+class TestSession:
+    """The runner's session shares only connections between calls, and takes nothing from the environment."""
+
+    async def test_connections_are_kept_alive_and_reused_per_host(self, target):
+        peers: list[int] = []
+
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            peers.append(handler.client_address[1])
+            _ok(handler)
+
+        target.answer = answer
+        settings = settings_for("postgresql://unused/unused", http_allow_nets="127.0.0.1/32")
+        async with http_client(settings) as client:
+            for _ in range(3):
+                result = await run_http_action(
+                    client, HttpAction(url=target.url, method="GET"), attempt_for(), ["whsec_AAAA"]
+                )
+                assert result.status is RunStatus.SUCCEEDED
+        assert len(peers) == 3
+        assert len(set(peers)) == 1  # one connection served all three calls
+
+    async def test_a_cookie_a_target_sets_is_never_sent_back(self, target):
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("set-cookie", "session=tenant-a; Path=/")
+            handler.send_header("content-length", "0")
+            handler.end_headers()
+
+        target.answer = answer
+        settings = settings_for("postgresql://unused/unused", http_allow_nets="127.0.0.1/32")
+        async with http_client(settings) as client:
+            for _ in range(2):
+                await run_http_action(
+                    client, HttpAction(url=target.url, method="GET"), attempt_for(), ["whsec_AAAA"]
+                )
+        assert [headers.get("cookie") for _, headers in target.seen()] == [None, None]
+
+    async def test_a_proxy_in_the_environment_is_ignored(self, target, monkeypatch):
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, "http://127.0.0.1:9/")  # the discard port: a proxy there answers nothing
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = await call(f"{target.url}/direct", allow="127.0.0.1/32")
+        assert result.status is RunStatus.SUCCEEDED, result.error
+        assert [path for path, _ in target.seen()] == ["/direct"]
+
+    async def test_the_attempt_timeout_covers_a_target_that_never_answers(self, target):
+        release = threading.Event()
+        target.answer = lambda _handler: release.wait(10)
+        settings = settings_for("postgresql://unused/unused", http_allow_nets="127.0.0.1/32")
+        started = time.monotonic()
+        try:
+            async with http_client(settings) as client:
+                result = await run_http_action(
+                    client, HttpAction(url=target.url, method="GET"), attempt_for(timeout_s=1), ["whsec_AAAA"]
+                )
+        finally:
+            release.set()
+        assert result.status is RunStatus.TIMED_OUT
+        assert result.error == "no complete response within timeout_s=1"
+        assert result.retryable is True
+        assert time.monotonic() - started < 5
+
+
 class TestResolution:
     """A name is resolved once per connection; every answer is checked; the connection uses the answer."""
 
@@ -365,11 +507,13 @@ class TestResolution:
             lookups.append(host)
             return [ipaddress.ip_address("127.0.0.1")]
 
-        transport = GuardedTransport(allow_nets=[ONLY_127_0_0_1], resolve=resolve)
-        async with httpx.AsyncClient(transport=transport) as client:
-            # The system resolver knows no such name: only the checked address can have been used.
-            response = await client.get(f"http://service.invalid:{target.port}/hello")
-        assert response.status_code == 200
+        # The system resolver knows no such name: only the checked address can have been used.
+        async with (
+            OutboundClient(allow_nets=[ONLY_127_0_0_1], resolve=resolve) as client,
+            client.session.get(f"http://service.invalid:{target.port}/hello") as response,
+        ):
+            status = response.status
+        assert status == 200
         assert lookups == ["service.invalid"]
         assert target.seen()[0][1]["host"] == f"service.invalid:{target.port}"
 
@@ -377,9 +521,9 @@ class TestResolution:
         async def resolve(host: str, port: int) -> list[IPAddress]:
             return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.9")]
 
-        backend = GuardedBackend([ONLY_127_0_0_1], resolve=resolve)
+        resolver = GuardedResolver([ONLY_127_0_0_1], resolve=resolve)
         with pytest.raises(BlockedAddressError, match=r"rebind\.invalid resolves to 127\.0\.0\.9"):
-            await backend.connect_tcp("rebind.invalid", 80)
+            await resolver.resolve("rebind.invalid", 80)
 
     async def test_a_name_that_changes_its_answer_is_checked_again_on_the_next_connection(self, target):
         answers = iter([ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.9")])
@@ -387,21 +531,47 @@ class TestResolution:
         async def resolve(host: str, port: int) -> list[IPAddress]:
             return [next(answers)]
 
-        backend = GuardedBackend([ONLY_127_0_0_1], resolve=resolve)
-        stream = await backend.connect_tcp("rebind.invalid", target.port)
-        await stream.aclose()
-        with pytest.raises(BlockedAddressError, match=r"127\.0\.0\.9, a loopback address"):
-            await backend.connect_tcp("rebind.invalid", target.port)
+        async with OutboundClient(allow_nets=[ONLY_127_0_0_1], resolve=resolve) as client:
+            url = f"http://rebind.invalid:{target.port}/first"
+            # `connection: close` ends the first connection; clearing the cache stands for its TTL ending.
+            async with client.session.get(url, headers={"connection": "close"}) as response:
+                assert response.status == 200
+            client.session.connector.clear_dns_cache()  # type: ignore[union-attr]
+            with pytest.raises(BlockedAddressError, match=r"127\.0\.0\.9, a loopback address"):
+                await client.session.get(f"http://rebind.invalid:{target.port}/second")
+        assert [path for path, _ in target.seen()] == ["/first"]
+
+    async def test_an_ip_literal_host_is_checked_by_the_socket_factory(self, target):
+        """An IP literal never reaches aiohttp's resolver: the connection itself is refused."""
+        async with OutboundClient(allow_nets=[ONLY_127_0_0_1]) as client:
+            with pytest.raises(BlockedAddressError, match=r"^blocked: 127\.0\.0\.2 is a loopback address"):
+                await client.session.get(f"http://127.0.0.2:{target.port}/literal")
+            async with client.session.get(f"http://127.0.0.1:{target.port}/allowed") as response:
+                assert response.status == 200
+        assert [path for path, _ in target.seen()] == ["/allowed"]
+
+    def test_the_socket_factory_refuses_a_blocked_address_whatever_produced_it(self):
+        open_socket = guarded_socket_factory([ONLY_127_0_0_1])
+        with pytest.raises(BlockedAddressError, match=r"169\.254\.169\.254 is the cloud metadata address"):
+            open_socket((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("169.254.169.254", 80)))
+        with pytest.raises(
+            BlockedAddressError, match=r"::ffff:7f00:2 is an IPv4-mapped form of 127\.0\.0\.2"
+        ):
+            open_socket(
+                (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::ffff:127.0.0.2", 80, 0, 0))
+            )
+        allowed = open_socket((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 80)))
+        allowed.close()
 
     async def test_an_unresolvable_name_is_a_connect_error(self):
         settings = settings_for("postgresql://unused/unused")
         async with http_client(settings) as client:
-            with pytest.raises(httpx.ConnectError, match="cannot resolve"):
-                await client.get("http://no-such-host.invalid/")
+            with pytest.raises(aiohttp.ClientConnectorError, match="cannot resolve"):
+                await client.session.get("http://no-such-host.invalid/")
 
-    async def test_local_sockets_are_refused(self):
+    def test_local_sockets_are_refused(self):
         with pytest.raises(BlockedAddressError, match="local socket"):
-            await GuardedBackend().connect_unix_socket("/run/docker.sock")
+            guarded_socket_factory()((socket.AF_UNIX, socket.SOCK_STREAM, 0, "", "/run/docker.sock"))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- through a runner

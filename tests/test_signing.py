@@ -7,18 +7,24 @@ process to a real HTTP receiver.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from litestar.testing import AsyncTestClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from scheduler.api.app import create_app
-from scheduler.webhooks import new_secret
+from scheduler.models import HttpAction, RunStatus
+from scheduler.runner.actions import Attempt, run_http_action
+from scheduler.runner.service import http_client
+from scheduler.webhooks import message_id, new_secret, sign
 from tests.conftest import Received, create_api_key, eventually, settings_for
 
 
@@ -185,3 +191,52 @@ class TestSignedCalls:
         assert call.path == "/billed"
         assert verifies(billing_secret, call)
         assert not verifies(default_secret, call)
+
+
+class TestSignatureKeys:
+    """Keys are prepared once per secret; every signature still equals one keyed from scratch."""
+
+    def test_a_signature_equals_an_hmac_keyed_from_scratch_on_every_call(self):
+        secrets = [new_secret(), new_secret()]
+        for body in (b"", b"{}", b"x" * 10_000, b"{}"):
+            header = sign(secrets, "msg_1", 1_700_000_000, body)
+            expected = " ".join(
+                "v1,"
+                + base64.b64encode(
+                    hmac.new(
+                        base64.b64decode(secret.removeprefix("whsec_")),
+                        b"msg_1.1700000000." + body,
+                        hashlib.sha256,
+                    ).digest()
+                ).decode()
+                for secret in secrets
+            )
+            assert header == expected
+
+    async def test_a_call_from_the_runners_client_verifies_with_each_secret_it_was_signed_with(
+        self, receiver
+    ):
+        old, new = new_secret(), new_secret()
+        attempt = Attempt(
+            run_id=uuid4(),
+            job_id=uuid4(),
+            namespace="default",
+            job_name="signed",
+            scheduled_for=datetime.now(UTC).replace(microsecond=0),
+            attempt=2,
+            timeout_s=10,
+        )
+        action = HttpAction(url=f"{receiver.url}/signed", body={"job": "signed"})
+        settings = settings_for("postgresql://unused/unused", http_allow_nets="127.0.0.1/32")
+        async with http_client(settings) as client:
+            first = await run_http_action(client, action, attempt, [new, old])
+            second = await run_http_action(client, action, attempt, [new])
+        assert (first.status, second.status) == (RunStatus.SUCCEEDED, RunStatus.SUCCEEDED)
+        rotating, rotated = receiver.snapshot()
+        assert rotating.headers["webhook-id"] == message_id(attempt.job_id, attempt.scheduled_for)
+        assert rotated.headers["webhook-id"] == rotating.headers["webhook-id"]
+        assert rotating.headers["content-type"] == "application/json"
+        assert verifies(old, rotating)
+        assert verifies(new, rotating)
+        assert verifies(new, rotated)
+        assert not verifies(old, rotated)

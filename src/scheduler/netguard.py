@@ -2,25 +2,27 @@
 
 A call may not reach loopback, private, link-local, carrier-grade NAT, multicast, unspecified or
 reserved addresses, nor their IPv6 spellings (IPv4-mapped, NAT64, 6to4, Teredo), unless an operator
-opens a network with ``SCHEDULER_HTTP_ALLOW_NETS``. The check runs inside the HTTP client's network
-backend: a host name is resolved once, every address it resolves to is checked, and the connection
-goes to exactly those checked addresses, so a name that changes its answer between a check and a
-connect (DNS rebinding) cannot slip through. Redirect hops pass the same backend.
+opens a network with ``SCHEDULER_HTTP_ALLOW_NETS``. The checks live inside the runner's aiohttp
+session (`OutboundClient`): its resolver checks every address a name resolves to and hands aiohttp
+exactly those checked addresses (so a name that changes its answer between a check and a connect,
+DNS rebinding, cannot slip through), and its socket factory checks the address of every connection
+opened, which covers IP-literal hosts (aiohttp skips the resolver for them) and answers served from
+aiohttp's DNS cache. Redirect hops open their connections through the same session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from scheduler.config import Network
 
@@ -75,8 +77,12 @@ _IPV4_MAPPED = _V6("::ffff:0:0/96")
 _NAT64_WELL_KNOWN = _V6("64:ff9b::/96")
 
 
-class BlockedAddressError(httpx.ConnectError):
-    """A call was refused because an address it would connect to is not allowed; says which and why."""
+class BlockedAddressError(aiohttp.ClientConnectionError):
+    """A call was refused because an address it would connect to is not allowed; says which and why.
+
+    Not an OSError on purpose: aiohttp wraps OSErrors from its resolver and socket factory into
+    generic connection errors, while this one must reach the caller as itself (the run is final).
+    """
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
@@ -181,7 +187,7 @@ def canonical_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-# ------------------------------------------------------------------------ the guarded transport
+# ------------------------------------------------------------------------ the guarded session
 
 
 async def system_resolve(host: str, port: int) -> list[IPAddress]:
@@ -197,136 +203,111 @@ async def system_resolve(host: str, port: int) -> list[IPAddress]:
     return found
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to addresses the rules allow.
+def check_literal(host: str, allow_nets: Sequence[Network] = ()) -> IPAddress | None:
+    """The address ``host`` names literally, refused if the rules block it; None for a name."""
+    literal = literal_address(host)
+    if literal is None:
+        return None
+    reason = blocked_reason(literal, allow_nets)
+    if reason is not None:
+        spelled = "" if str(literal) == host.strip("[]") else f" (written {host})"
+        raise BlockedAddressError(f"blocked: {literal}{spelled} is {reason}; {ALLOW_HINT}")
+    return literal
 
-    The name in a URL is resolved here, once; the inner backend is handed the checked address
-    itself, so no second lookup can return something else. TLS still verifies the URL's host name,
-    because httpcore starts TLS on the returned stream with the original host.
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that answers only with addresses the rules allow.
+
+    A name is refused when any of its addresses is blocked (not just skipped): a name that mixes a
+    public and a private answer is a rebinding attempt, not a target. aiohttp connects to exactly the
+    addresses returned here, and caches them (they stay checked; the socket factory checks again).
     """
 
-    def __init__(
-        self,
-        allow_nets: Sequence[Network] = (),
-        *,
-        resolve: Resolver = system_resolve,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
-        """Check against ``allow_nets``; resolve with ``resolve``; connect through ``inner``."""
+    def __init__(self, allow_nets: Sequence[Network] = (), *, resolve: Resolver = system_resolve) -> None:
+        """Check against ``allow_nets``; look names up with ``resolve``."""
         self.allow_nets = tuple(allow_nets)
         self._resolve = resolve
-        self._inner = inner or httpcore.AnyIOBackend()
 
     async def checked_addresses(self, host: str, port: int) -> list[IPAddress]:
         """The addresses to connect to for ``host``; raises BlockedAddressError if any is not allowed."""
-        literal = literal_address(host)
+        literal = check_literal(host, self.allow_nets)
         if literal is not None:
-            reason = blocked_reason(literal, self.allow_nets)
-            if reason is not None:
-                spelled = "" if str(literal) == host.strip("[]") else f" (written {host})"
-                raise BlockedAddressError(f"blocked: {literal}{spelled} is {reason}; {ALLOW_HINT}")
             return [literal]
         try:
             addresses = await self._resolve(host, port)
         except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            # Two arguments, so that aiohttp's connection error shows the message (its strerror).
+            raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host}: {exc}") from exc
         if not addresses:
-            raise httpcore.ConnectError(f"cannot resolve {host}: no addresses")
+            raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host}: no addresses")
         for address in addresses:
             reason = blocked_reason(address, self.allow_nets)
             if reason is not None:
                 raise BlockedAddressError(f"blocked: {host} resolves to {address}, {reason}; {ALLOW_HINT}")
         return addresses
 
-    async def connect_tcp(
+    async def resolve(
         self,
         host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Resolve, check every address, then connect to the first checked address that answers."""
-        failure: Exception | None = None
-        for address in await self.checked_addresses(host, port):
-            try:
-                return await self._inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        if failure is None:  # pragma: no cover - checked_addresses never returns an empty list
-            raise httpcore.ConnectError(f"no address to connect to for {host}")
-        raise failure
+        port: int = 0,
+        family: socket.AddressFamily = socket.AF_UNSPEC,  # noqa: ARG002 - both families are checked
+    ) -> list[ResolveResult]:
+        """The resolver interface of aiohttp: the checked addresses of ``host``."""
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET if address.version == 4 else socket.AF_INET6,  # noqa: PLR2004
+                proto=socket.IPPROTO_TCP,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in await self.checked_addresses(host, port)
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109, ARG002 - httpcore's interface
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,  # noqa: ARG002
-    ) -> httpcore.AsyncNetworkStream:
-        """Calls never go to local sockets."""
-        raise BlockedAddressError(f"blocked: {path} is a local socket")
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep as the inner backend does (httpcore uses it between connection retries)."""
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        """Nothing to release: lookups go through the event loop's resolver."""
 
 
-# httpcore's errors and the httpx errors callers catch; subclasses come before their bases.
-_HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-)
+def guarded_socket_factory(
+    allow_nets: Sequence[Network] = (),
+) -> Callable[[aiohttp.AddrInfoType], socket.socket]:
+    """A socket factory for aiohttp that refuses to open a socket towards a blocked address.
+
+    aiohttp calls it for every connection it opens, whatever produced the address (the resolver,
+    its DNS cache, or an IP-literal host that never reaches the resolver): the last word.
+    """
+    allowed = tuple(allow_nets)
+
+    def open_socket(addr_info: aiohttp.AddrInfoType) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise BlockedAddressError(f"blocked: {sockaddr} is a local socket")
+        address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+        reason = blocked_reason(address, allowed)
+        if reason is not None:
+            raise BlockedAddressError(f"blocked: {address} is {reason}; {ALLOW_HINT}")
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return open_socket
 
 
-@contextlib.contextmanager
-def _as_httpx_errors() -> Iterator[None]:
-    """Let callers catch httpx's errors whatever httpcore raised underneath."""
-    try:
-        yield
-    except Exception as exc:
-        for core_error, httpx_error in _HTTPX_ERRORS:
-            if isinstance(exc, core_error):
-                raise httpx_error(str(exc)) from exc
-        raise
+class OutboundClient:
+    """The runner's one HTTP session: every connection checked, pooled per host, nothing from the environment.
 
+    One session and one connector per runner, opened on entry: connections are kept alive per host
+    and reused by later calls; at most ``max_connections`` are open at once (the runner's
+    concurrency). No proxy from the environment (a proxy would connect on our behalf, past the
+    address rules), no cookie jar (a target's cookie must never reach another tenant's call), no
+    automatic decompression (the caller inflates at most what it keeps), no redirects (the caller
+    follows them itself, hop by hop, when an action asks), and no timeout of aiohttp's own (the
+    caller bounds each attempt as a whole).
+    """
 
-class _ResponseStream(httpx.AsyncByteStream):
-    """A response body read from the pool, with httpcore's errors turned into httpx's."""
-
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors():
-            async for chunk in self._stream:
-                yield chunk
-
-    async def aclose(self) -> None:
-        close = getattr(self._stream, "aclose", None)
-        if close is not None:
-            with _as_httpx_errors():
-                await close()
-
-
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose every connection, redirect hops included, passes GuardedBackend."""
+    # An idle connection is dropped before the 5 s that Apache and Node.js servers keep one: a call
+    # must not be sent on a connection the server is closing (aiohttp retries only idempotent ones).
+    KEEPALIVE_S = 4.0
+    DNS_CACHE_S = 10
 
     def __init__(
         self,
@@ -336,45 +317,53 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         resolve: Resolver = system_resolve,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """One connection pool, at most ``max_connections`` open and as many kept alive."""
-        self.backend = GuardedBackend(allow_nets, resolve=resolve)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=5.0,
-            http1=True,
-            http2=False,
-            network_backend=self.backend,
-        )
+        """Check against ``allow_nets``; hold at most ``max_connections``; resolve with ``resolve``."""
+        self.allow_nets = tuple(allow_nets)
+        self.max_connections = max_connections
+        self.resolver = GuardedResolver(self.allow_nets, resolve=resolve)
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._session: aiohttp.ClientSession | None = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request (one hop) through the guarded pool."""
-        if not isinstance(request.stream, httpx.AsyncByteStream):  # pragma: no cover - AsyncClient
-            raise TypeError("GuardedTransport serves httpx.AsyncClient only")
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session (the client must have been entered)."""
+        if self._session is None:
+            raise RuntimeError("OutboundClient is not open: use `async with client:`")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        """Open the session (it needs a running event loop)."""
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self.KEEPALIVE_S,
+            use_dns_cache=True,
+            ttl_dns_cache=self.DNS_CACHE_S,
+            resolver=self.resolver,
+            socket_factory=guarded_socket_factory(self.allow_nets),
+            ssl=self._ssl,
         )
-        with _as_httpx_errors():
-            core_response = await self._pool.handle_async_request(core_request)
-        if not isinstance(core_response.stream, AsyncIterable):  # pragma: no cover - the async pool's
-            raise TypeError("expected an asynchronous response stream")
-        return httpx.Response(
-            status_code=core_response.status,
-            headers=core_response.headers,
-            stream=_ResponseStream(core_response.stream),
-            extensions=core_response.extensions,
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=None, sock_read=None),
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            raise_for_status=False,
         )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close every pooled connection."""
+        await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
-        await self._pool.aclose()
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
