@@ -1,0 +1,226 @@
+"""What a schedule means to a person: the expression in plain words, upcoming fires with DST notes."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from scheduler import schedule
+from scheduler.schedule import Cron, Every, ScheduleError, Timing
+
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_DAY_TOKENS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+_MONTH_TOKENS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_MACROS = {
+    "@yearly": "every year on 1 January at 00:00",
+    "@annually": "every year on 1 January at 00:00",
+    "@monthly": "on the 1st of every month at 00:00",
+    "@weekly": "every Sunday at 00:00",
+    "@daily": "every day at 00:00",
+    "@midnight": "every day at 00:00",
+    "@hourly": "every hour, on the hour",
+}
+_UNITS = {"d": "day", "h": "hour", "m": "minute", "s": "second"}
+_NUMBER = re.compile(r"^\d+$")
+_STEP = re.compile(r"^(?:\*|0)/(\d+)$")
+_RANGE = re.compile(r"^([0-9A-Z]+)-([0-9A-Z]+)$")
+_ONE_US = timedelta(microseconds=1)
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" + ("" if count == 1 else "s")
+
+
+def _every_words(spec: str) -> str:
+    parts = re.findall(r"(\d+)([dhms])", spec.replace(" ", "").lower())
+    if not parts:
+        return f"every {spec}"
+    if len(parts) == 1 and parts[0][0] == "1":
+        return f"every {_UNITS[parts[0][1]]}"
+    return "every " + " ".join(_plural(int(n), _UNITS[u]) for n, u in parts)
+
+
+def _name(token: str, tokens: tuple[str, ...], names: tuple[str, ...], base: int) -> str | None:
+    token = token.upper()
+    if token in tokens:
+        return names[tokens.index(token)]
+    if _NUMBER.match(token):
+        index = int(token) - base
+        if token == "7" and tokens is _DAY_TOKENS:  # noqa: S105 - cron's second Sunday
+            index = 0
+        if 0 <= index < len(names):
+            return names[index]
+    return None
+
+
+def _list_words(field: str, tokens: tuple[str, ...], names: tuple[str, ...], base: int) -> str | None:
+    words: list[str] = []
+    for item in field.split(","):
+        ranged = _RANGE.match(item.upper())
+        if ranged:
+            low = _name(ranged.group(1), tokens, names, base)
+            high = _name(ranged.group(2), tokens, names, base)
+            if low is None or high is None:
+                return None
+            words.append(f"{low} to {high}")
+            continue
+        named = _name(item, tokens, names, base)
+        if named is None:
+            return None
+        words.append(named)
+    return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")  # noqa: PLR2004
+    return f"{day}{suffix}"
+
+
+def _time_words(second: str, minute: str, hour: str) -> str | None:  # noqa: PLR0911 - one case each
+    step = _STEP.match(minute)
+    if second != "0" and hour == "*" and minute == "*":
+        every = _STEP.match(second)
+        return f"every {_plural(int(every.group(1)), 'second')}" if every else None
+    if second != "0":
+        return None
+    if minute == "*" and hour == "*":
+        return "every minute"
+    if step and hour == "*":
+        return f"every {_plural(int(step.group(1)), 'minute')}"
+    if _NUMBER.match(minute) and hour == "*":
+        return "every hour, on the hour" if minute == "0" else f"every hour at minute {int(minute)}"
+    if _NUMBER.match(minute) and all(_NUMBER.match(h) for h in hour.split(",")):
+        return "at " + ", ".join(f"{int(h):02d}:{int(minute):02d}" for h in hour.split(","))
+    if _NUMBER.match(minute) and _RANGE.match(hour):
+        low, high = hour.split("-")
+        return f"at minute {int(minute)} of every hour from {int(low):02d}:00 to {int(high):02d}:59"
+    if step and _RANGE.match(hour):
+        low, high = hour.split("-")
+        return f"every {_plural(int(step.group(1)), 'minute')} from {int(low):02d}:00 to {int(high):02d}:59"
+    return None
+
+
+def _day_words(dom: str, month: str, dow: str) -> str | None:
+    parts: list[str] = []
+    dom_any, dow_any = dom in ("*", "?"), dow in ("*", "?")
+    if dom_any and dow_any:
+        parts.append("every day")
+    else:
+        days: list[str] = []
+        if not dom_any:
+            if dom == "L":
+                days.append("on the last day of the month")
+            elif all(_NUMBER.match(d) for d in dom.split(",")):
+                days.append("on the " + ", ".join(_ordinal(int(d)) for d in dom.split(",")))
+            else:
+                return None
+        if not dow_any:
+            named = _list_words(dow, _DAY_TOKENS, _DAYS, 0)
+            if named is None:
+                return None
+            days.append(f"on {named}")
+        parts.append(" or ".join(days))
+    if month != "*":
+        named_month = _list_words(month, _MONTH_TOKENS, _MONTHS, 1)
+        if named_month is None:
+            return None
+        parts.append(f"in {named_month}")
+    return " ".join(parts)
+
+
+def describe(expression: str) -> str:  # noqa: PLR0911 - one return per kind of schedule
+    """The schedule in plain words ("at 09:00 on Monday"); the expression itself when too unusual."""
+    text = expression.strip()
+    lowered = text.lower()
+    if lowered in _MACROS:
+        return _MACROS[lowered]
+    if lowered.startswith("@every"):
+        return _every_words(text[len("@every") :].strip())
+    if lowered.startswith("@at"):
+        return "once, at " + text[len("@at") :].strip()
+    fields = text.split()
+    if len(fields) == 5:  # noqa: PLR2004 - minute hour day month weekday
+        fields = ["0", *fields]
+    if len(fields) != 6:  # noqa: PLR2004 - with a seconds field
+        return text
+    second, minute, hour, dom, month, dow = fields
+    at = _time_words(second, minute, hour)
+    days = _day_words(dom, month, dow)
+    if at is None or days is None:
+        return text
+    if days == "every day" and at.startswith("every"):
+        return at
+    return f"{at}, {days}" if at.startswith("every") else f"{at} {days}"
+
+
+class Fire(msgspec.Struct, frozen=True):
+    """One upcoming fire time, with a note when daylight saving time moves or repeats it."""
+
+    at: datetime
+    local: datetime
+    note: str | None
+
+
+def _wall(moment: datetime) -> str:
+    return f"{moment:%H:%M}" if moment.second == 0 else f"{moment:%H:%M:%S}"
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {_MONTHS[moment.month - 1]}"
+
+
+def _gap_note(compiled: Cron, fire_local: datetime) -> str | None:
+    """The note of a fire at the first instant after a spring-forward gap, if a slot fell inside it."""
+    zone = fire_local.tzinfo
+    before = (fire_local.astimezone(UTC) - _ONE_US).astimezone(zone)
+    if before.utcoffset() == fire_local.utcoffset():
+        return None  # not at a transition
+    gap_start = before.replace(tzinfo=None) + _ONE_US
+    gap_end = fire_local.replace(tzinfo=None)
+    if gap_end <= gap_start:
+        return None  # a fall-back transition
+    # The same fields on a clock without DST say which wall time the schedule asked for.
+    plain = Cron(compiled.expression, "UTC").next_after(gap_start.replace(tzinfo=UTC) - _ONE_US)
+    if plain is None or plain.replace(tzinfo=None) >= gap_end:
+        return None
+    return (
+        f"{_wall(plain)} does not exist on {_day(fire_local)}: "
+        f"fires at {_wall(fire_local)} {fire_local.tzname()}"
+    )
+
+
+def _overlap_note(fire_local: datetime) -> str | None:
+    """The note of a fire at a wall time that a fall-back transition repeats."""
+    other = fire_local.replace(fold=1 - fire_local.fold)
+    if other.utcoffset() == fire_local.utcoffset():
+        return None
+    first, second = sorted((fire_local, other), key=lambda moment: moment.astimezone(UTC))
+    which = "first" if fire_local.fold == 0 else "second"
+    return (
+        f"{_wall(fire_local)} happens twice on {_day(fire_local)} "
+        f"({first.tzname()}, then {second.tzname()}): this is the {which}, {fire_local.tzname()}"
+    )
+
+
+def upcoming(timing: Timing, now: datetime, count: int = 10) -> list[Fire]:
+    """The next ``count`` fire times in the job's zone, each with its DST note if any."""
+    try:
+        times = schedule.fire_times(timing, now, count)
+        compiled = schedule.compile_schedule(timing.schedule, timing.timezone)
+    except (ScheduleError, OverflowError):
+        return []
+    zone = schedule.zone(timing.timezone)
+    fires: list[Fire] = []
+    for moment in times:
+        local = moment.astimezone(zone)
+        note = None
+        if not isinstance(compiled, Every) and isinstance(compiled, Cron):
+            note = _gap_note(compiled, local) or _overlap_note(local)
+        fires.append(Fire(at=moment, local=local, note=note))
+    return fires
