@@ -5,6 +5,11 @@ fires the slot normally. For missed slots, ``skip`` fires none, ``once`` fires t
 and ``all`` fires each one inside ``window_s`` (the most recent 100 at most); those fires carry the
 trigger ``catchup``. A missed slot older than ``window_s`` never fires. Either way the job moves on to
 its first slot that is not missed, which the next claim fires normally when it is already due.
+
+A plan's cost does not grow with the lag: ``skip`` evaluates the schedule once (the next slot),
+``once`` twice (that and the slot it fires), ``all`` once per slot it fires plus one, because missed
+slots are found backwards from the present with `prev_fire` rather than by stepping forward through
+the outage.
 """
 
 from __future__ import annotations
@@ -14,11 +19,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from scheduler.models import Misfire, MisfirePolicy, RunTrigger
-from scheduler.schedule import Timing, next_fire
+from scheduler.schedule import Timing, next_fire, prev_fire
 
 MAX_CATCHUP = 100
 _ONE_US = timedelta(microseconds=1)
-_FIRST_SPAN = timedelta(seconds=64)
 
 
 class Fire(msgspec.Struct, frozen=True):
@@ -55,22 +59,17 @@ def plan(timing: Timing, misfire: Misfire, slot: datetime, now: datetime) -> Slo
 def last_fires(timing: Timing, low: datetime, high: datetime, count: int) -> list[datetime]:
     """Return the last ``count`` fire times in [low, high), oldest first.
 
-    Searches backwards from ``high`` in growing spans, so a frequent schedule after a long outage
-    costs a few hundred steps rather than one per slot since ``low``.
+    Walks back from ``high`` one slot at a time with `prev_fire`, which finds each directly: the
+    cost is at most ``count`` + 1 schedule evaluations however long ago ``low`` was, so a job that
+    is an hour behind costs no more to plan than one that is a second behind.
     """
-    if high <= low:
-        return []
-    span = _FIRST_SPAN
-    while True:
-        start = max(low, high - span)
-        found: list[datetime] = []
-        moment = start - _ONE_US
-        while True:
-            fire = next_fire(timing, moment)
-            if fire is None or fire >= high:
-                break
-            found.append(fire)
-            moment = fire
-        if len(found) >= count or start == low:
-            return found[-count:]
-        span *= 4
+    found: list[datetime] = []
+    moment = high - _ONE_US
+    while len(found) < count and moment >= low:
+        fire = prev_fire(timing, moment)
+        if fire is None or fire < low:
+            break
+        found.append(fire)
+        moment = fire - _ONE_US
+    found.reverse()
+    return found
