@@ -115,6 +115,30 @@ class TestFiring:
         assert sql("SELECT count(*) FROM runs")[0][0] == 0
 
 
+class TestAJobWhoseActionCannotBeRead:
+    """A stored action this runner cannot read (written by hand or by a newer version) stops that job only."""
+
+    async def test_the_job_is_stopped_and_the_others_keep_firing(self, client, procs, sql):
+        now = datetime.now(UTC).replace(microsecond=0)
+        sql(SEED_JOBS, {"schedule": "@every 1s", "anchor": now, "grace": 5, "first": now, "count": 1})
+        sql("""UPDATE jobs SET action = '{"type": "log", "payload": {}, "from_the_future": 1}'""")
+        healthy = (
+            await client.post(
+                "/jobs", json={"name": "healthy", "schedule": "@every 1s", "action": {"type": "log"}}
+            )
+        ).json()
+        runner = procs.runner()
+        await eventually(
+            lambda: sum(row[1] == "succeeded" for row in runs_of(sql, healthy["id"])) >= 3,
+            what="three runs of the healthy job",
+        )
+        broken = sql("SELECT id, next_run_at FROM jobs WHERE name = 'seed-1'")[0]
+        assert broken[1] is None  # stopped, not left due to fail every claim again
+        assert runs_of(sql, str(broken[0])) == []
+        assert "job_action_unreadable" in runner.output()
+        assert "claim_failed" not in runner.output()
+
+
 class TestManyRunners:
     """However many runners share the database, every slot gets exactly one run row."""
 

@@ -18,6 +18,7 @@ stops cancelled calls, and partition upkeep creates and drops the daily run part
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -27,24 +28,37 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
-import httpx
+import msgspec
 import psycopg
 import structlog
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from scheduler import db, misfire, overlap, store
 from scheduler.config import Settings
 from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
 from scheduler.models import Action, LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
-from scheduler.runner.actions import Attempt, Result, is_local, run_http_action, run_log_action
+from scheduler.netguard import OutboundClient
+from scheduler.runner.actions import (
+    OUTPUT_LIMIT,
+    Attempt,
+    Result,
+    is_local,
+    run_http_action,
+    run_log_action,
+)
 from scheduler.schedule import ScheduleError
 from scheduler.webhooks import new_secret
 
 log = structlog.get_logger("scheduler.runner")
 
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+# What one outcome's own values can make a completion statement fail with (client-side encoding,
+# a value out of range): the batch is halved until the row is found, and the rest written.
+ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError)
 COMPLETE_BATCH = 1000
+# Leases renewed per statement: 10,000 calls in flight make a few statements, not one huge one.
+HEARTBEAT_BATCH = 2000
 RESCUE_BATCH = 500
 UPKEEP_INTERVAL_S = 3600.0
 BACKLOG_INTERVAL_S = 5.0
@@ -98,6 +112,8 @@ class Finished:
     attempt: int
     retry: RetryPolicy
     overlap: OverlapPolicy
+    retryable: bool = True
+    """False for failures no retry can mend (a refused address, an invalid URL): final at once."""
 
 
 @dataclass(slots=True)
@@ -116,9 +132,10 @@ class ClaimCounts:
     skipped: int = 0
     queued: int = 0
     catchup: int = 0
-    deferred: int = 0
-    """Due jobs left for a later claim because every HTTP slot was taken."""
     limit: int = 0
+    """Most due jobs the claim could take; 0 when too few HTTP slots were free to claim at all."""
+    at_capacity: bool = False
+    """Too few HTTP slots are free for a claim until calls end (their end wakes the loop)."""
     fired: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Fires by (trigger, outcome), for the metrics."""
     lateness_s: list[float] = field(default_factory=list)
@@ -127,7 +144,7 @@ class ClaimCounts:
     @property
     def full(self) -> bool:
         """Whether the claim took all it was allowed to, so more may be due right now."""
-        return self.limit > 0 and self.jobs >= self.limit and not self.deferred
+        return self.limit > 0 and self.jobs >= self.limit
 
 
 @dataclass(slots=True)
@@ -142,14 +159,18 @@ class CompleteCounts:
 
 @dataclass(slots=True)
 class _Backoff:
-    """Exponential backoff for database trouble: 0.1 s doubling to 5 s."""
+    """Exponential backoff for database trouble: 0.1 s doubling to 1 s.
+
+    The cap keeps the promise that claims resume within 2 s of the database accepting connections
+    again (SPEC 4); a try while it is down costs one failed connection attempt.
+    """
 
     delay: float = 0.0
     failures: int = field(default=0)
 
     def next(self) -> float:
         self.failures += 1
-        self.delay = min(5.0, 0.1 * 2 ** (self.failures - 1))
+        self.delay = min(1.0, 0.1 * 2 ** (min(self.failures, 8) - 1))
         return self.delay
 
     def reset(self) -> None:
@@ -166,32 +187,49 @@ class SigningKeys:
 
     TTL_S = 30.0
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: db.ConnectionSource) -> None:
         """Start with an empty cache."""
         self._pool = pool
         self._cache: dict[str, tuple[list[str], float]] = {}
+        # One load per namespace at a time: thousands of calls starting together share it rather
+        # than each taking a connection (no database round trip per call).
+        self._loading: dict[str, asyncio.Task[list[str]]] = {}
 
     async def for_namespace(self, namespace: str) -> list[str]:
         """The secrets to sign a call of ``namespace`` with (a stale copy if the database is away)."""
         cached = self._cache.get(namespace)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        task = self._loading.get(namespace)
+        if task is None:
+            task = asyncio.create_task(self._load(namespace), name=f"signing-{namespace}")
+            self._loading[namespace] = task
+            task.add_done_callback(lambda done: self._loaded(namespace, done))
         try:
-            async with self._pool.connection() as conn:
-                found = await store.signing_secrets_current(conn, namespace=namespace)
-                if not found:
-                    async with conn.transaction():
-                        await store.signing_secret_create(
-                            conn, namespace=namespace, secret=new_secret(), grace_s=None
-                        )
-                    found = await store.signing_secrets_current(conn, namespace=namespace)
+            # Shielded: a call stopped while waiting must not cancel the load the others wait on.
+            return await asyncio.shield(task)
         except DB_ERRORS:
             if cached is not None:
                 return cached[0]
             raise
-        self._cache[namespace] = (found, now + self.TTL_S)
+
+    async def _load(self, namespace: str) -> list[str]:
+        async with self._pool.connection() as conn:
+            found = await store.signing_secrets_current(conn, namespace=namespace)
+            if not found:
+                async with conn.transaction():
+                    await store.signing_secret_create(
+                        conn, namespace=namespace, secret=new_secret(), grace_s=None
+                    )
+                found = await store.signing_secrets_current(conn, namespace=namespace)
+        self._cache[namespace] = (found, time.monotonic() + self.TTL_S)
         return found
+
+    def _loaded(self, namespace: str, done: asyncio.Task[list[str]]) -> None:
+        if self._loading.get(namespace) is done:
+            del self._loading[namespace]
+        if not done.cancelled():
+            done.exception()  # retrieved here: every waiter may have been stopped meanwhile
 
     def forget(self, namespace: str) -> None:
         """Drop the cached secrets of a namespace (its secrets changed)."""
@@ -204,8 +242,8 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        pool: AsyncConnectionPool,
-        client: httpx.AsyncClient,
+        pool: db.ConnectionSource,
+        client: OutboundClient,
         metrics: RunnerMetrics | None = None,
     ) -> None:
         """Wire the runner to its pool (a few connections), its HTTP client and its metrics."""
@@ -224,6 +262,9 @@ class Runner:
         self._busy_slots = 0
         # Slots promised to a claim still in flight: two claim loops must not both count them free.
         self._reserved_slots = 0
+        # At capacity, claim again only once this many slots are free: a claim per freed slot would
+        # cost a transaction per call.
+        self._refill = max(1, min(settings.claim_batch, settings.runner_concurrency // 10))
         self._stopping = False
         self._next_pending_check = 0.0  # monotonic time to look for due pending runs
         self.signing = SigningKeys(pool)
@@ -236,33 +277,47 @@ class Runner:
     def _free_slots(self) -> int:
         return self.settings.runner_concurrency - self._busy_slots - self._reserved_slots
 
+    def _claim_limit(self) -> int:
+        """How many due jobs or pending runs the next claim may take: 0 while slots are refilling.
+
+        A claim takes no more jobs than there are free HTTP slots, so every job it locks fires: a
+        claim that locked its whole batch to start the few calls there was room for would hold the
+        other jobs back from other runners and spend a transaction per freed slot.
+        """
+        free = self._free_slots()
+        return min(self.settings.claim_batch, free) if free >= self._refill else 0
+
+    def _at_capacity(self) -> bool:
+        """Whether calls in flight, not a claim beside this one, leave too few slots to claim."""
+        return self.settings.runner_concurrency - self._busy_slots < self._refill
+
     async def claim_due_once(self) -> ClaimCounts:
         """Claim and record one batch of due fires, then start executing them.
 
         Log actions finish inline, inside the claim transaction: they need no lease, because nothing
         can come between their start and their end, and if the commit fails the slot stays due and
-        is logged again (at least once). They take no concurrency slot either, so the batch is not
-        cut to the free slots; HTTP fires beyond them are left due (their rows are not advanced).
+        is logged again (at least once). They take no concurrency slot, but count against the batch
+        like HTTP fires: the claim cannot know a job's action before locking it.
         """
-        free = self._free_slots()
-        limit = self.settings.claim_batch if free > 0 else 0
+        limit = self._claim_limit()
         counts = ClaimCounts(limit=limit)
         if limit <= 0:
+            counts.at_capacity = self._at_capacity()
             return counts
-        self._reserved_slots += free
+        self._reserved_slots += limit
         try:
-            return await self._claim_due(limit, free, counts)
+            return await self._claim_due(limit, counts)
         finally:
-            self._reserved_slots -= free
+            self._reserved_slots -= limit
 
-    async def _claim_due(self, limit: int, free: int, counts: ClaimCounts) -> ClaimCounts:
+    async def _claim_due(self, limit: int, counts: ClaimCounts) -> ClaimCounts:
         # Pipelined: BEGIN travels with the claim, the two writes together, then COMMIT.
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             due, now = await store.job_claim_due(conn, limit=limit)
             if not due or now is None:
                 return counts
             counts.jobs = len(due)
-            runs, moves, owners = await self._plan(conn, due, now, counts, http_budget=free)
+            runs, moves, owners = await self._plan(conn, due, now, counts)
             inserted = await store.run_record_many(
                 conn, runs, moves, runner=self.name, lease_s=self.settings.lease_s
             )
@@ -326,19 +381,18 @@ class Runner:
         due: Sequence[store.DueJob],
         now: datetime,
         counts: ClaimCounts,
-        *,
-        http_budget: int,
     ) -> tuple[list[store.NewRun], list[store.Move], dict[UUID, tuple[store.DueJob, RunTrigger]]]:
         """Apply misfire and overlap policies to each locked job (inside the claim transaction)."""
         runs: list[store.NewRun] = []
         moves: list[store.Move] = []
         owners: dict[UUID, tuple[store.DueJob, RunTrigger]] = {}
         for job in due:
-            if not is_local(job.action):
-                if http_budget <= 0:
-                    counts.deferred += 1
-                    continue
-                http_budget -= 1
+            if job.unreadable is not None:
+                # Written by hand or by a newer version: stop the job, as for a broken schedule,
+                # rather than fail every claim of the batch (and of every later batch).
+                self.log.error("job_action_unreadable", job_id=str(job.id), error=job.unreadable[:500])
+                moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
+                continue
             try:
                 slots = misfire.plan(job.timing, job.misfire, job.next_run_at, now)
             except (ScheduleError, OverflowError) as exc:
@@ -400,11 +454,13 @@ class Runner:
             )
         return runs, moves, owners
 
-    async def claim_pending_once(self) -> int:
+    async def claim_pending_once(self) -> ClaimCounts:
         """Start pending runs whose time has come (retries, manual triggers, queued runs)."""
-        limit = min(self.settings.claim_batch, self._free_slots())
+        limit = self._claim_limit()
+        counts = ClaimCounts(limit=limit)
         if limit <= 0:
-            return 0
+            counts.at_capacity = self._at_capacity()
+            return counts
         self._reserved_slots += limit
         try:
             async with self.pool.connection() as conn:
@@ -439,7 +495,8 @@ class Runner:
                 for c in claimed
             ]
         )
-        return len(claimed)
+        counts.jobs = counts.started = len(claimed)
+        return counts
 
     # ---------------------------------------------------------------------------- 2. execute
 
@@ -459,7 +516,9 @@ class Runner:
                 self._finish(work, result)
                 continue
             self._busy_slots += 1
-            task = asyncio.create_task(self._execute(work), name=f"run-{work.attempt.run_id}")
+            # Unnamed: formatting a name per call costs more than the task itself (the run id is
+            # the key of _inflight anyway).
+            task = asyncio.create_task(self._execute(work))
             self._inflight[work.attempt.run_id] = _InFlight(work=work, task=task)
         self.metrics.in_flight.set(len(self._inflight))
 
@@ -490,8 +549,8 @@ class Runner:
         if self._inflight.pop(run_id, None) is not None:
             self._busy_slots -= 1
             self.metrics.in_flight.set(len(self._inflight))
-            if self._busy_slots == self.settings.runner_concurrency - 1:
-                self._wake.set()  # the claim loop may have been waiting for a free slot
+            if self.settings.runner_concurrency - self._busy_slots == self._refill:
+                self._wake.set()  # the claim loop may have been waiting for free slots
 
     def _finish(self, work: Work, result: Result) -> None:
         attempt = work.attempt
@@ -521,6 +580,7 @@ class Runner:
                 attempt=attempt.attempt,
                 retry=work.retry,
                 overlap=work.overlap,
+                retryable=result.retryable,
             )
         )
         self._finished_ready.set()
@@ -541,7 +601,8 @@ class Runner:
         counts = CompleteCounts()
         if not finished:
             return counts
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipelined: BEGIN, the locks and the outcomes travel together; the retries and COMMIT follow.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await store.job_lock_many(conn, [f.outcome.job_id for f in finished])
             accepted = await store.run_complete_many(conn, [f.outcome for f in finished])
             retries: list[store.NewRun] = []
@@ -552,7 +613,7 @@ class Runner:
                     continue
                 if item.overlap is OverlapPolicy.QUEUE:
                     queue_jobs.add(outcome.job_id)
-                if outcome.status in _RETRYABLE and item.attempt < item.retry.max_attempts:
+                if item.retryable and outcome.status in _RETRYABLE and item.attempt < item.retry.max_attempts:
                     retries.append(
                         store.NewRun(
                             id=uuid7(outcome.scheduled_for),
@@ -581,10 +642,11 @@ class Runner:
         return counts
 
     def _record_completion(self, finished: Sequence[Finished], accepted: set[UUID]) -> None:
+        ended: Counter[str] = Counter()
         for item in finished:
             outcome = item.outcome
             if outcome.run_id in accepted:
-                self.metrics.runs_completed.labels(outcome.status.value).inc()
+                ended[outcome.status.value] += 1
                 if outcome.duration_ms is not None:
                     self.metrics.duration.observe(outcome.duration_ms / 1000)
             elif outcome.lease_token is not None:  # ours, refused: someone else ended it
@@ -595,21 +657,68 @@ class Runner:
                     run_id=str(outcome.run_id),
                     reason="the run is no longer ours (cancelled, or rescued after our lease ran out)",
                 )
+        for status, number in ended.items():
+            self.metrics.runs_completed.labels(status).inc(number)
 
     async def flush_finished(self) -> int:
-        """Write every outcome gathered so far; return how many were taken."""
+        """Write every outcome gathered so far; return how many were taken.
+
+        One bad row never holds the others back: when a batch fails on its own values, it is halved
+        until the row is found, which is recorded without what made it fail (`_write_alone`).
+        """
         taken = 0
         while self._finished:
             # Take the batch out first: the completer task and a draining shutdown may flush at once.
             batch = self._finished[:COMPLETE_BATCH]
             del self._finished[: len(batch)]
+            parts = [batch]
+            part: list[Finished] = []
             try:
-                await self._with_deadlock_retry(lambda batch=batch: self.complete(batch))  # type: ignore[misc]
+                while parts:
+                    part = parts.pop()
+                    try:
+                        await self._with_deadlock_retry(lambda part=part: self.complete(part))  # type: ignore[misc]
+                    except ROW_ERRORS as exc:
+                        if len(part) == 1:
+                            await self._write_alone(part[0], exc)
+                        else:
+                            middle = len(part) // 2
+                            parts += [part[middle:], part[:middle]]
+                    part = []
             except BaseException:
-                self._finished[:0] = batch  # keep them for the next try
+                # Keep what was not written for the next try (a lost connection, a shutdown).
+                self._finished[:0] = [item for chunk in (part, *reversed(parts)) for item in chunk]
                 raise
             taken += len(batch)
         return taken
+
+    async def _write_alone(self, item: Finished, exc: Exception) -> None:
+        """Record an outcome the database refused, keeping its status and saying why its output is gone.
+
+        If even that is refused, the outcome is dropped: the run's lease runs out and the rescuer
+        ends it like a run whose runner died, which is still a final state.
+        """
+        outcome = item.outcome
+        self.log.error(
+            "run_outcome_refused",
+            job_id=str(outcome.job_id),
+            run_id=str(outcome.run_id),
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
+        error = store.storable_text(
+            f"the outcome could not be recorded as received ({type(exc).__name__}: {exc})"
+        )
+        plain = msgspec.structs.replace(
+            outcome,
+            duration_ms=None,
+            http_status=None,
+            output=None,
+            error=(error or "")[:OUTPUT_LIMIT],
+        )
+        try:
+            await self._with_deadlock_retry(lambda: self.complete([dataclasses.replace(item, outcome=plain)]))
+        except ROW_ERRORS:
+            self.log.exception("run_outcome_dropped", job_id=str(outcome.job_id), run_id=str(outcome.run_id))
 
     async def _with_deadlock_retry(self, action: Callable[[], Awaitable[object]]) -> None:
         for tries in range(5):
@@ -626,20 +735,20 @@ class Runner:
 
     async def heartbeat_once(self) -> tuple[int, int]:
         """Renew the leases of executing calls; stop those whose lease is gone. Returns (renewed, lost)."""
-        leases = [entry.work.lease for entry in self._inflight.values() if not entry.task.done()]
-        if not leases:
+        works = [entry.work for entry in self._inflight.values() if not entry.task.done()]
+        if not works:
             return 0, 0
+        kept: set[UUID] = set()
         async with self.pool.connection() as conn:
-            kept = await store.run_heartbeat_many(conn, leases, lease_s=self.settings.lease_s)
+            for start in range(0, len(works), HEARTBEAT_BATCH):
+                leases = [work.lease for work in works[start : start + HEARTBEAT_BATCH]]
+                kept |= await store.run_heartbeat_many(conn, leases, lease_s=self.settings.lease_s)
         lost = 0
-        for lease in leases:
-            if lease.run_id not in kept and self.stop_local(lease.run_id, StopReason.LEASE_LOST):
+        for work in works:
+            run_id = work.attempt.run_id
+            if run_id not in kept and self.stop_local(run_id, StopReason.LEASE_LOST):
                 lost += 1
-                self.log.warning(
-                    "run_lease_lost",
-                    run_id=str(lease.run_id),
-                    job_id=str(self._inflight[lease.run_id].work.attempt.job_id),
-                )
+                self.log.warning("run_lease_lost", run_id=str(run_id), job_id=str(work.attempt.job_id))
         return len(kept), lost
 
     async def rescue_once(self) -> int:
@@ -851,20 +960,21 @@ class Runner:
                     fires = await self.claim_due_once()
                     if fires.full:
                         self._busy.set()
-                    pending = 0
+                    pending = ClaimCounts()
                     if self._pending_due():
                         # Pending runs are looked for when one comes due, when notified, and at
                         # least every poll interval, so a busy runner still gets to them.
                         self._next_pending_check = time.monotonic() + self.settings.poll_interval_s
                         pending = await self.claim_pending_once()
-                        if pending >= self.settings.claim_batch:
+                        if pending.full:
                             self._next_pending_check = 0.0
                     self._recovered(backoff, "claim")
-                    if fires.full or pending >= self.settings.claim_batch:
+                    if fires.full or pending.full:
                         await asyncio.sleep(0)
                         continue
-                    # At capacity, wait for a slot (its release wakes us) rather than spin.
-                    delay = self.settings.poll_interval_s if fires.deferred else await self._idle_delay()
+                    # At capacity, wait for slots (their release wakes us) rather than spin; slots
+                    # held by the helper's claim come back within a transaction.
+                    delay = self.settings.poll_interval_s if fires.at_capacity else await self._idle_delay()
                 except DB_ERRORS as exc:
                     delay = backoff.next()
                     self.log.warning(
@@ -908,3 +1018,8 @@ class Runner:
             except DB_ERRORS as exc:
                 self.log.warning("database_unavailable", service="drain", error=str(exc)[:200])
                 await asyncio.sleep(0.5)
+            except Exception:
+                # A bug must not turn a graceful stop into a crash: what was not written is rescued
+                # by another runner when its lease runs out.
+                self.log.exception("drain_failed", unwritten=len(self._finished))
+                break

@@ -7,46 +7,33 @@ import os
 import signal
 import sys
 
-import httpx
 import structlog
 from prometheus_client import start_http_server
 
 from scheduler.config import ConfigError, Settings, load_settings
-from scheduler.db import make_pool
+from scheduler.db import RunnerPool
 from scheduler.logs import configure_logging
 from scheduler.metrics import RunnerMetrics
-from scheduler.netguard import GuardedTransport
-from scheduler.runner.actions import MAX_REDIRECTS
+from scheduler.netguard import OutboundClient
 from scheduler.runner.loop import Runner
 
 log = structlog.get_logger("scheduler.runner")
 
 
-def http_client(settings: Settings) -> httpx.AsyncClient:
+def http_client(settings: Settings) -> OutboundClient:
     """The runner's one HTTP client: outbound address rules, a connection per concurrent call at most.
 
     No proxies from the environment (a proxy would connect on our behalf, past the address rules),
-    and no redirects unless an action asks, then at most MAX_REDIRECTS hops, each checked.
+    and no redirects unless an action asks (`run_http_action` then checks each hop).
     """
-    return httpx.AsyncClient(
-        transport=GuardedTransport(
-            allow_nets=settings.http_allow_nets, max_connections=settings.runner_concurrency
-        ),
-        timeout=httpx.Timeout(None),
-        trust_env=False,
-        follow_redirects=False,
-        max_redirects=MAX_REDIRECTS,
-    )
+    return OutboundClient(allow_nets=settings.http_allow_nets, max_connections=settings.runner_concurrency)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     if settings.database_url is None:
         raise ConfigError("SCHEDULER_DATABASE_URL: required by the runner")
-    pool = make_pool(
-        settings.database_url, application_name="scheduler-runner", min_size=2, max_size=6, check=True
-    )
-    await pool.open(wait=False)
+    pool = RunnerPool(settings.database_url, application_name="scheduler-runner", max_size=6)
     metrics = RunnerMetrics()
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)

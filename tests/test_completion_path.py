@@ -1,0 +1,317 @@
+"""The runner's completion path: one tenant's odd answer never holds back another's runs (SPEC 3.2, 3.3, 4).
+
+Real runner processes and in-process runners against real PostgreSQL and real HTTP targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from scheduler import store
+from scheduler.api.app import create_app
+from scheduler.db import make_pool
+from scheduler.ids import uuid7
+from scheduler.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.runner.loop import Finished, Runner
+from scheduler.runner.service import http_client
+from tests.conftest import Proc, create_api_key, eventually, settings_for
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Target:
+    """A raw asyncio HTTP server answering each path with chosen bytes (keep-alive, like a real one)."""
+
+    bodies: dict[str, bytes]
+    server: asyncio.Server | None = None
+    calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = next(
+                    (
+                        int(line.split(":", 1)[1])
+                        for line in lines
+                        if line.lower().startswith("content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                self.calls[path] = self.calls.get(path, 0) + 1
+                body = self.bodies.get(path, b"ok")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Target]:
+    """`/nul` answers a NUL between two letters, `/bad-utf8` bytes that are not UTF-8, the rest `ok`."""
+    found = Target({"/nul": b"a\x00b", "/bad-utf8": b"x\xed\xa0\x80y\xff"})
+    found.server = await asyncio.start_server(found.handle, "127.0.0.1", 0)
+    yield found
+    found.server.close()
+
+
+@pytest.fixture
+async def tenants(db_url) -> AsyncIterator[tuple[AsyncTestClient[Any], dict[str, str], dict[str, str]]]:
+    """The API with auth required, and the headers of two namespaces' keys."""
+    app = create_app(settings_for(db_url, auth="required"))
+    async with AsyncTestClient(app=app) as client:
+        alpha = {"Authorization": f"Bearer {await create_api_key(db_url, 'alpha')}"}
+        beta = {"Authorization": f"Bearer {await create_api_key(db_url, 'beta')}"}
+        yield client, alpha, beta
+
+
+def runs(sql, job_id: str) -> list[dict[str, Any]]:
+    names = ["scheduled_for", "trigger", "attempt", "status", "output", "error"]
+    rows = sql(
+        f"SELECT {', '.join(names)} FROM runs WHERE job_id = %s ORDER BY scheduled_for, attempt",  # noqa: S608
+        (job_id,),
+    )
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def events(proc: Proc, event: str) -> list[dict[str, Any]]:
+    found = []
+    for line in proc.output().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("event") == event:
+                found.append(record)
+    return found
+
+
+class TestOneTenantsAnswerNeverBlocksAnother:
+    """A target answering a NUL byte (or bytes that are not UTF-8) beside a healthy job of another tenant."""
+
+    async def test_both_are_recorded_the_healthy_job_keeps_its_schedule_and_sigterm_drains(
+        self, tenants, procs, sql, target
+    ):
+        client, alpha, beta = tenants
+        start_at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0).isoformat()
+
+        async def make(headers: dict[str, str], name: str, path: str) -> str:
+            response = await client.post(
+                "/jobs",
+                json={
+                    "name": name,
+                    "schedule": "@every 1s",
+                    "start_at": start_at,
+                    "action": {"type": "http", "url": target.url + path},
+                },
+                headers=headers,
+            )
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        healthy = await make(alpha, "healthy", "/ok")
+        nul = await make(beta, "nul", "/nul")
+        bad_utf8 = await make(beta, "bad-utf8", "/bad-utf8")
+        runner = procs.runner(shutdown_grace_s=5)
+
+        def ended(job_id: str) -> list[dict[str, Any]]:
+            return [r for r in runs(sql, job_id) if r["status"] not in ("running", "pending")]
+
+        await eventually(
+            lambda: all(len(ended(job)) >= 4 for job in (healthy, nul, bad_utf8)),
+            timeout=30,
+            what="four finished runs of each job",
+        )
+        assert {r["status"] for r in ended(nul)} == {"succeeded"}
+        assert {r["output"] for r in ended(nul)} == {"ab"}  # NUL dropped, the rest kept
+        assert {r["output"] for r in ended(bad_utf8)} == {"x\ufffd\ufffd\ufffdy\ufffd"}
+        healthy_runs = runs(sql, healthy)
+        assert all(r["status"] == "succeeded" for r in healthy_runs if r["status"] != "running")
+        assert {r["trigger"] for r in healthy_runs} == {"schedule"}  # no catch-up, nothing rescued
+        slots = [r["scheduled_for"] for r in healthy_runs]
+        assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(slots)), slots
+        assert events(runner, "service_failed") == []
+
+        runner.signal(signal.SIGTERM)
+        assert runner.popen.wait(timeout=20) == 0, runner.output()[-3000:]
+        assert events(runner, "runner_stopped")
+        for job in (healthy, nul, bad_utf8):
+            assert {r["status"] for r in runs(sql, job)} <= {"succeeded", "pending"}
+
+
+@pytest.fixture
+async def runner(db_url) -> AsyncIterator[Runner]:
+    """An in-process runner on the test database (its loop is not started: tests call its steps)."""
+    settings = settings_for(db_url)
+    pool = make_pool(db_url, application_name="scheduler-runner-test", max_size=2)
+    await pool.open()
+    try:
+        async with http_client(settings) as client:
+            yield Runner(settings, pool, client)
+    finally:
+        await pool.close()
+
+
+async def running_runs(runner: Runner, client, count: int, *, max_attempts: int = 3) -> list[Finished]:
+    """Record ``count`` running runs (one job each) and return a successful outcome for each."""
+    finished: list[Finished] = []
+    retry = RetryPolicy(max_attempts=max_attempts, min_backoff_s=0, max_backoff_s=0)
+    slot = datetime.now(UTC).replace(microsecond=0)
+    for index in range(count):
+        job = await client.post(
+            "/jobs",
+            json={
+                "name": f"job-{index}",
+                "schedule": "@every 1h",
+                "start_at": (slot + timedelta(days=1)).isoformat(),
+                "action": {"type": "log"},
+                "retry": {"max_attempts": max_attempts, "min_backoff_s": 0, "max_backoff_s": 0},
+            },
+        )
+        assert job.status_code == 201, job.text
+        job_id = UUID(job.json()["id"])
+        async with runner.pool.connection() as conn:
+            (row,) = await store.run_record_many(
+                conn,
+                [
+                    store.NewRun(
+                        id=uuid7(slot),
+                        job_id=job_id,
+                        scheduled_for=slot,
+                        trigger=RunTrigger.MANUAL,
+                        attempt=1,
+                        status=RunStatus.RUNNING,
+                    )
+                ],
+                [store.Move(job_id=job_id, moves=False)],
+                runner=runner.name,
+                lease_s=30,
+            )
+        assert row.lease_token is not None
+        finished.append(
+            Finished(
+                outcome=store.Outcome(
+                    run_id=row.id,
+                    job_id=job_id,
+                    scheduled_for=slot,
+                    lease_token=row.lease_token,
+                    status=RunStatus.SUCCEEDED,
+                    duration_ms=5,
+                    http_status=200,
+                    output="fine",
+                ),
+                attempt=1,
+                retry=retry,
+                overlap=OverlapPolicy.SKIP,
+            )
+        )
+    return finished
+
+
+def run_rows(sql, finished: list[Finished]) -> dict[UUID, tuple[Any, ...]]:
+    rows = sql(
+        "SELECT id, status, output, error, http_status FROM runs WHERE id = ANY(%s)",
+        ([f.outcome.run_id for f in finished],),
+    )
+    return {row[0]: row[1:] for row in rows}
+
+
+class TestABatchWithARowTheDatabaseRefuses:
+    """A row PostgreSQL refuses is found, recorded with an error, and the rest of its batch is written."""
+
+    async def test_the_bad_row_is_isolated_and_every_other_outcome_written(self, runner, client, sql):
+        finished = await running_runs(runner, client, 7)
+        bad = finished[3]
+        # A duration past PostgreSQL's integer: a value only this row carries makes the statement fail.
+        finished[3] = Finished(
+            outcome=store.Outcome(**{**_fields(bad.outcome), "duration_ms": 2**40, "output": "a\x00b"}),
+            attempt=1,
+            retry=bad.retry,
+            overlap=bad.overlap,
+        )
+        runner._finished.extend(finished)
+        assert await runner.flush_finished() == 7
+        rows = run_rows(sql, finished)
+        good = [f.outcome.run_id for i, f in enumerate(finished) if i != 3]
+        assert all(rows[run_id] == ("succeeded", "fine", None, 200) for run_id in good)
+        status, output, error, _ = rows[bad.outcome.run_id]
+        assert (status, output) == ("succeeded", None)
+        assert "could not be recorded" in error
+        assert "out of range" in error
+        active = sql("SELECT sum(active_runs) FROM jobs")[0][0]
+        assert active == 0  # every run ended on its job too: none will be rescued as lost
+        assert runner._finished == []
+
+    async def test_text_a_target_sent_is_stored_without_nul_and_with_surrogates_replaced(
+        self, runner, client, sql
+    ):
+        finished = await running_runs(runner, client, 2)
+        texts = ["a\x00b", "x\udcedy"]
+        runner._finished.extend(
+            Finished(
+                outcome=store.Outcome(**{**_fields(f.outcome), "output": text, "error": text}),
+                attempt=1,
+                retry=f.retry,
+                overlap=f.overlap,
+            )
+            for f, text in zip(finished, texts, strict=True)
+        )
+        await runner.flush_finished()
+        rows = run_rows(sql, finished)
+        assert rows[finished[0].outcome.run_id][1:3] == ("ab", "ab")
+        assert rows[finished[1].outcome.run_id][1:3] == ("x\ufffdy", "x\ufffdy")
+
+
+class TestFailuresNoRetryCanMend:
+    """An outcome marked not retryable (refused address, invalid URL) is final at once (SPEC 3.3)."""
+
+    async def test_no_further_attempt_is_recorded_for_it_while_an_ordinary_failure_is_retried(
+        self, runner, client, sql
+    ):
+        finished = await running_runs(runner, client, 2, max_attempts=3)
+        for index, retryable in enumerate((False, True)):
+            item = finished[index]
+            runner._finished.append(
+                Finished(
+                    outcome=store.Outcome(
+                        **{**_fields(item.outcome), "status": RunStatus.FAILED, "error": "refused"}
+                    ),
+                    attempt=1,
+                    retry=item.retry,
+                    overlap=item.overlap,
+                    retryable=retryable,
+                )
+            )
+        await runner.flush_finished()
+        final, retried = (
+            sql(
+                "SELECT attempt, status FROM runs WHERE job_id = %s ORDER BY attempt",
+                (f.outcome.job_id,),
+            )
+            for f in finished
+        )
+        assert final == [(1, "failed")]
+        assert retried == [(1, "failed"), (2, "pending")]
+
+
+def _fields(outcome: store.Outcome) -> dict[str, Any]:
+    return {name: getattr(outcome, name) for name in outcome.__struct_fields__}
