@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,48 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
     return path
+
+
+def refine(
+    measure: Callable[[int], dict[str, Any]], levels: list[dict[str, Any]], steps: int
+) -> list[dict[str, Any]]:
+    """Bisect between the highest level kept up and the lowest above it that was not.
+
+    ``levels`` are results with ``jobs`` and ``kept_up``; returns the new results, ``steps`` at most.
+    """
+    found: list[dict[str, Any]] = []
+    for _ in range(steps):
+        every = levels + found
+        low = max((r["jobs"] for r in every if r["kept_up"]), default=0)
+        high = min((r["jobs"] for r in every if not r["kept_up"] and r["jobs"] > low), default=0)
+        if not low or not high:
+            break
+        grain = 50 if low >= 500 else 5
+        middle = round((low + high) / 2 / grain) * grain
+        if middle in {low, high}:
+            break
+        found.append(measure(middle))
+    return found
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so every `with` block stops the processes it started.
+
+    Every child is sent SIGTERM first: one started a moment before its `with` block took hold of
+    it (a runner being spawned) would otherwise outlive the bench.
+    """
+    import signal  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    import psutil  # noqa: PLC0415 - a bench extra
+
+    def _exit(signum: int, _frame: object) -> None:
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def _cpus() -> int:

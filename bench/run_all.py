@@ -1,11 +1,13 @@
 """The standard benchmark set, in order, then one summary of every program's headline figures.
 
-    python -m bench.run_all [--only api,peers] [--skip scale] [--no-readme]
+    python -m bench.run_all [--only api,peers] [--skip scale] [--no-readme] [--quick]
 
-Runs each program as `python -m bench.<name>` with its default arguments (sized so the whole set
-takes under 15 minutes on a 2-core machine), streaming its tables; a program that fails does not
-stop the others. Then prints a table built from the "summary" of every bench/results/*.json and,
-unless --no-readme, rewrites the README's results table between its `<!-- bench-table -->` markers.
+Runs each program as `python -m bench.<name>` with its default arguments, streaming its tables; a
+program that fails does not stop the others. The HTTP programs come first (http_fires ~8 min,
+http_peers ~8 min, recovery ~6 min on a 2-core machine), then the rest (~15 min); --quick passes
+--quick to the programs that have it (short windows: a smoke run, not figures to publish).
+Then prints a table built from the "summary" of every bench/results/*.json and, unless
+--no-readme, rewrites the README's results table between its `<!-- bench-table -->` markers.
 """
 
 from __future__ import annotations
@@ -22,18 +24,31 @@ from bench.summary import figures_of, load, show, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-PROGRAMS = ["fire_throughput", "lateness", "api", "peers", "scale", "memory"]
+PROGRAMS = [
+    "http_fires",
+    "http_peers",
+    "recovery",
+    "fire_throughput",
+    "lateness",
+    "api",
+    "peers",
+    "scale",
+    "memory",
+]
+# Programs that take --quick (short windows and fewer levels).
+QUICK = {"http_fires", "http_peers", "recovery"}
 BEGIN, END = "<!-- bench-table -->", "<!-- /bench-table -->"
 
 
-def run(name: str) -> dict[str, Any]:
-    """Run one program; return how it went."""
+def run(name: str, *, quick: bool = False) -> dict[str, Any]:
+    """Run one program (with --quick when asked and it has it); return how it went."""
     if not (ROOT / "bench" / f"{name}.py").exists():
         print(f"\n=== bench.{name}: not written yet, skipped", flush=True)
         return {"name": name, "status": "missing", "seconds": 0.0}
-    print(f"\n=== python -m bench.{name}", flush=True)
+    extra = ["--quick"] if quick and name in QUICK else []
+    print(f"\n=== python -m bench.{name} {' '.join(extra)}".rstrip(), flush=True)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, check=False)
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}", *extra], cwd=ROOT, check=False)
     seconds = time.monotonic() - started
     status = "ok" if done.returncode == 0 else f"failed ({done.returncode})"
     print(f"=== bench.{name}: {status} in {seconds:.0f} s", flush=True)
@@ -106,6 +121,9 @@ def main() -> None:
     parser.add_argument(
         "--summary-only", action="store_true", help="run nothing; summarise the existing JSON"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"pass --quick to {', '.join(sorted(QUICK))} (smoke run)"
+    )
     args = parser.parse_args()
     only = [n for n in args.only.split(",") if n]
     skip = {n for n in args.skip.split(",") if n}
@@ -115,7 +133,7 @@ def main() -> None:
     chosen = [n for n in PROGRAMS if (not only or n in only) and n not in skip]
 
     started = time.monotonic()
-    runs = [] if args.summary_only else [run(name) for name in chosen]
+    runs = [] if args.summary_only else [run(name, quick=args.quick) for name in chosen]
     total = time.monotonic() - started
 
     if runs:

@@ -1,0 +1,390 @@
+"""HTTP fires: every-second `http` jobs POSTing to real receivers, on schedule, with 1 and 2 runners.
+
+    python -m bench.http_fires [--levels 1000,4000] [--max-jobs 40000] [--runners 1,2] [--quick]
+
+What it measures (the `http` action, never `log`):
+- nginx (Debian's nginx-light, started here on a free loopback port with its own config in a temp
+  dir, one worker, `return 204`): N jobs `* * * * * *` (UTC, misfire `once`, grace 5 s, the API's
+  default) that POST to it, all starting together at `start_at` a few seconds ahead, so the first
+  fire is on schedule and not a catch-up. K runners (SCHEDULER_HTTP_ALLOW_NETS=127.0.0.0/8, every
+  other setting at the runner's default) start before the first slot. After a warm-up, over a
+  steady window of slots, it reads from the runs table: succeeded on-schedule fires/s (status
+  `succeeded`, trigger `schedule`, slot in the window) and lateness p50/p99/max (started_at -
+  scheduled_for, over every run of a slot in the window, catch-ups included). N takes the fixed
+  levels (1,000 and 4,000), then grows by --growth while the runners keep up (p99 lateness <= 1 s
+  and on-schedule fires >= 98 % of N per second), then bisects --refine times between the highest
+  N kept up and the next one tried. The highest N kept up is the sustainable figure.
+  Runner and PostgreSQL CPU (psutil, % of one core, summed over processes) over the window.
+- the slow receiver (bench/processes.py, asyncio, keep-alive, answers 204 after 200 ms): the same
+  measure for --slow-jobs every-second jobs with 2 runners.
+- 10,000 calls in flight: one runner with SCHEDULER_RUNNER_CONCURRENCY=10,000 and 10,000 one-shot
+  jobs due now whose POST the slow receiver holds --hold seconds; once the receiver holds them all,
+  the runner's peak RSS (VmHWM).
+
+No catch-up is measured here (bench/recovery.py does that). Targets are issue 9's. Prints tables and
+writes bench/results/http_fires.json. About 10 minutes with the defaults on 2 cores (each level is
+~40 s); --quick (6 s windows, N up to 6,000, one bisection) about 3 minutes, a smoke run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.common import exit_on_sigterm, print_table, refine, write_json
+from bench.database import drop_database, fresh_database, now, runners, seed_jobs, wait_until
+from bench.memory import rss_mb
+from bench.processes import CpuMeter, nginx, slow_receiver
+from bench.summary import figure, print_targets
+
+DB = "scheduler_bench_http"
+EVERY_SECOND = [("* * * * * *", "UTC")]
+DEFAULT_GRACE_S = 5  # the API's default misfire grace
+KEPT_UP_SHARE = 0.98
+KEPT_UP_P99_MS = 1000.0
+
+WINDOW_STATS = """
+SELECT count(*) FILTER (WHERE status = 'succeeded' AND trigger = 'schedule'),
+       count(*) FILTER (WHERE status = 'succeeded'),
+       count(*) FILTER (WHERE trigger <> 'schedule'),
+       count(*) FILTER (WHERE status NOT IN ('succeeded', 'running', 'pending')),
+       count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY late),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY late),
+       max(late)
+FROM (SELECT status, trigger, extract(epoch FROM started_at - scheduled_for) * 1000 AS late
+      FROM runs
+      WHERE scheduled_for >= %(start)s AND scheduled_for < %(end)s AND started_at IS NOT NULL) AS w
+"""
+
+
+def http_action(url: str) -> str:
+    """The action of every job: POST a small JSON body to ``url``."""
+    return json.dumps({"type": "http", "method": "POST", "url": url, "body": {"hello": "bench"}})
+
+
+def seed_every_second(url: str, count: int, target: str, lead_s: float) -> datetime:
+    """Seed ``count`` every-second HTTP jobs starting together ``lead_s`` ahead; return the first slot."""
+    first = (now() + timedelta(seconds=lead_s)).replace(microsecond=0) + timedelta(seconds=1)
+    seed_jobs(
+        url,
+        count,
+        first=first,
+        action=http_action(target),
+        grace_s=DEFAULT_GRACE_S,
+        schedules=EVERY_SECOND,
+    )
+    # As the API stores a job created with start_at: the first slot is start_at itself.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"UPDATE jobs SET start_at = anchor_at")
+    return first
+
+
+def sleep_until(instant: datetime) -> None:
+    """Sleep until a wall-clock instant."""
+    time.sleep(max(0.0, (instant - now()).total_seconds()))
+
+
+def measure(
+    target: str, receiver: str, jobs: int, count: int, args: argparse.Namespace, **settings: Any
+) -> dict[str, Any]:
+    """Seed ``jobs`` every-second HTTP jobs, run ``count`` runners, return the window's figures."""
+    url = fresh_database(DB)
+    first = seed_every_second(url, jobs, target, args.lead)
+    start = first + timedelta(seconds=args.warmup)
+    end = start + timedelta(seconds=args.window)
+    with runners(url, count, **settings) as procs:
+        if first < now():
+            raise RuntimeError("seeding took longer than --lead: the first slot is already past")
+        meter = CpuMeter({"runners": [p.pid for p in procs]})
+        sleep_until(start)
+        meter.start()
+        sleep_until(end)
+        cpu = meter.stop()
+        peak_rss = max(rss_mb(p.pid).get("VmHWM", 0.0) for p in procs)
+        # The last slots of the window get claimed and their calls finish.
+        sleep_until(end + timedelta(seconds=args.settle))
+        exited = [p.returncode for p in procs if p.poll() is not None]
+    if exited:
+        raise RuntimeError(f"a runner exited during the measurement (codes {exited})")
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(WINDOW_STATS.encode(), {"start": start, "end": end}).fetchone()
+    assert row is not None  # noqa: S101 - an aggregate always returns a row
+    on_schedule, succeeded, not_schedule, failed, started, p50, p99, worst = row
+    fires_per_s = on_schedule / args.window
+    p99_ms = float(p99) if p99 is not None else math.inf
+    kept_up = fires_per_s >= KEPT_UP_SHARE * jobs and p99_ms <= KEPT_UP_P99_MS
+    found = {
+        "receiver": receiver,
+        "jobs": jobs,
+        "runners": count,
+        "settings": settings,
+        "window_s": args.window,
+        "expected_fires": jobs * args.window,
+        "on_schedule_succeeded": on_schedule,
+        "succeeded": succeeded,
+        "catchup_or_other_trigger": not_schedule,
+        "failed": failed,
+        "started": started,
+        "fires_per_s": fires_per_s,
+        "p50_ms": float(p50) if p50 is not None else None,
+        "p99_ms": float(p99) if p99 is not None else None,
+        "max_ms": float(worst) if worst is not None else None,
+        "runner_cpu_pct": cpu["runners"],
+        "postgres_cpu_pct": cpu["postgres"],
+        "runner_peak_rss_mb": round(peak_rss, 1),
+        "kept_up": kept_up,
+    }
+    print(
+        f"  {receiver}, {jobs:,} jobs, {count} runner(s): {fires_per_s:,.0f} on-schedule fires/s, "
+        f"p99 {p99_ms:,.0f} ms, runners {cpu['runners']:.0f} % CPU, postgres {cpu['postgres']:.0f} %"
+        f"{'' if kept_up else '  (fell behind)'}",
+        flush=True,
+    )
+    return found
+
+
+def sweep(target: str, count: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The fixed levels, N grown by --growth while the runners keep up, then --refine bisections."""
+    levels = [int(n) for n in args.levels.split(",") if n]
+    found = [measure(target, "nginx", n, count, args) for n in levels]
+    jobs = levels[-1]
+    while found[-1]["kept_up"] and args.growth > 1:
+        jobs = int(round(jobs * args.growth / 500) * 500)
+        if jobs > args.max_jobs:
+            break
+        found.append(measure(target, "nginx", jobs, count, args))
+    found += refine(lambda n: measure(target, "nginx", n, count, args), found, args.refine)
+    return found
+
+
+def in_flight_rss(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One runner, ``args.calls`` calls held by the receiver at once: the runner's RSS."""
+    url = fresh_database(DB)
+    calls = args.calls
+    with runners(url, 1, runner_concurrency=calls, shutdown_grace_s=1) as procs:
+        time.sleep(2.0)
+        idle = rss_mb(procs[0].pid)
+        # One slot per job (the next is a year away): exactly `calls` runs, all due now.
+        seed_jobs(
+            url,
+            calls,
+            first=now() - timedelta(seconds=1),
+            action=http_action(f"{base}/hold?delay={args.hold}"),
+            overlap="skip",
+            grace_s=3600,
+            schedules=[("@yearly", "UTC")],
+        )
+        seeded = time.monotonic()
+
+        def held() -> int:
+            return int(httpx.get(f"{base}/stats", timeout=5).json()["in_flight"])
+
+        wait_until(lambda: held() >= calls, timeout=max(1.0, args.hold - 3), interval=0.25)
+        ramp_s = time.monotonic() - seeded
+        time.sleep(1.0)
+        loaded = rss_mb(procs[0].pid)
+        # Read after the RSS: the calls were all held while it was taken.
+        in_flight = held()
+        reached = in_flight >= calls
+    return {
+        "calls": calls,
+        "hold_s": args.hold,
+        "reached": reached,
+        "in_flight": in_flight,
+        "ramp_s": ramp_s,
+        "idle_rss_mb": round(idle["VmRSS"], 1),
+        "loaded_rss_mb": round(loaded["VmRSS"], 1),
+        "peak_rss_mb": round(loaded["VmHWM"], 1),
+    }
+
+
+def best(results: list[dict[str, Any]], count: int) -> dict[str, Any] | None:
+    """The highest nginx level ``count`` runners kept up with."""
+    kept = [r for r in results if r["runners"] == count and r["receiver"] == "nginx" and r["kept_up"]]
+    return max(kept, key=lambda r: r["jobs"]) if kept else None
+
+
+def summarize(
+    results: list[dict[str, Any]], slow: dict[str, Any] | None, rss: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Headline figures with issue 9's targets."""
+    found: list[dict[str, Any]] = []
+    nginx_two = [r for r in results if r["receiver"] == "nginx" and r["runners"] == 2]
+    if nginx_two:
+        top = max(r["fires_per_s"] for r in nginx_two)
+        found.append(
+            figure(
+                "succeeded on-schedule HTTP fires/s, 2 runners, nginx (best level)",
+                round(top),
+                "/s",
+                target=">= 5,000",
+                met=top >= 5_000,
+            )
+        )
+    for count in sorted({r["runners"] for r in results if r["receiver"] == "nginx"}):
+        kept = best(results, count)
+        found.append(
+            figure(
+                f"every-second HTTP jobs kept on schedule, {count} runner(s), nginx",
+                kept["jobs"] if kept else 0,
+                "jobs",
+            )
+        )
+    at_1000 = [r["p99_ms"] for r in results if r["receiver"] == "nginx" and r["jobs"] == 1_000]
+    if at_1000:
+        worst = max(math.inf if p is None else p for p in at_1000)
+        found.append(
+            figure(
+                "p99 lateness at 1,000 HTTP fires/s (worst of the runner counts)",
+                round(worst, 1) if math.isfinite(worst) else "no fires",
+                "ms",
+                target="< 50 ms",
+                met=worst < 50,
+            )
+        )
+    if slow is not None:
+        found.append(
+            figure(
+                f"HTTP fires/s against a 200 ms receiver, 2 runners ({slow['jobs']:,} jobs)",
+                round(slow["fires_per_s"]),
+                "/s",
+                target=">= 4,000",
+                met=slow["fires_per_s"] >= 4_000,
+            )
+        )
+    if rss is not None:
+        met = rss["reached"] and rss["peak_rss_mb"] < 250
+        found.append(
+            figure(
+                f"runner peak RSS, {rss['calls']:,} HTTP calls in flight",
+                rss["peak_rss_mb"],
+                "MB",
+                target="< 250 MB",
+                met=met,
+            )
+        )
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--levels", default="1000,4000", help="fixed numbers of every-second jobs")
+    parser.add_argument("--growth", type=float, default=1.5, help="factor N grows by after the levels")
+    parser.add_argument("--max-jobs", type=int, default=40_000, help="stop growing N past this")
+    parser.add_argument(
+        "--refine", type=int, default=2, help="bisections between the last N kept up and the next"
+    )
+    parser.add_argument("--runners", default="1,2", help="runner counts to measure with nginx")
+    parser.add_argument("--slow-jobs", type=int, default=5_000, help="jobs against the 200 ms receiver")
+    parser.add_argument("--calls", type=int, default=10_000, help="calls in flight for the RSS figure")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=30.0,
+        help="seconds the receiver holds those (at most; the runner stops first)",
+    )
+    parser.add_argument("--lead", type=float, default=4.0, help="seconds from seeding to the first slot")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of slots before the window")
+    parser.add_argument("--window", type=float, default=15.0, help="seconds of slots measured")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds after the window to finish")
+    parser.add_argument("--skip-slow", action="store_true", help="no 200 ms receiver figures")
+    parser.add_argument("--skip-rss", action="store_true", help="no calls-in-flight RSS figure")
+    parser.add_argument(
+        "--quick", action="store_true", help="short windows, one growth step at most (a smoke run)"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.warmup, args.window, args.settle = 4.0, 6.0, 2.0
+        args.max_jobs = min(args.max_jobs, 6_000)
+        args.refine = min(args.refine, 1)
+    exit_on_sigterm()
+
+    results: list[dict[str, Any]] = []
+    slow: dict[str, Any] | None = None
+    rss: dict[str, Any] | None = None
+    try:
+        with nginx() as base:
+            for count in (int(k) for k in args.runners.split(",") if k):
+                results += sweep(f"{base}/hook", count, args)
+        if not (args.skip_slow and args.skip_rss):
+            with slow_receiver(0.2) as base:
+                if not args.skip_slow:
+                    slow = measure(f"{base}/hook", "200 ms receiver", args.slow_jobs, 2, args)
+                    results.append(slow)
+                if not args.skip_rss:
+                    rss = in_flight_rss(base, args)
+    finally:
+        drop_database(DB)
+
+    print_table(
+        "HTTP fires: every-second `http` jobs POSTing to a local receiver (slots in the window)",
+        [
+            "receiver",
+            "jobs",
+            "runners",
+            "on-schedule fires/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "catch-ups",
+            "failed",
+            "runner CPU %",
+            "PG CPU %",
+            "kept up",
+        ],
+        [
+            (
+                r["receiver"],
+                r["jobs"],
+                r["runners"],
+                r["fires_per_s"],
+                r["p50_ms"] if r["p50_ms"] is not None else "-",
+                r["p99_ms"] if r["p99_ms"] is not None else "-",
+                r["max_ms"] if r["max_ms"] is not None else "-",
+                r["catchup_or_other_trigger"],
+                r["failed"],
+                r["runner_cpu_pct"],
+                r["postgres_cpu_pct"],
+                "yes" if r["kept_up"] else "no",
+            )
+            for r in results
+        ],
+    )
+    if rss is not None:
+        print_table(
+            f"One runner, {rss['calls']:,} HTTP calls held {rss['hold_s']:.0f} s by the slow receiver",
+            ["held by receiver", "ramp s", "idle RSS MB", "loaded RSS MB", "peak RSS MB"],
+            [(rss["in_flight"], rss["ramp_s"], rss["idle_rss_mb"], rss["loaded_rss_mb"], rss["peak_rss_mb"])],
+        )
+        if not rss["reached"]:
+            print(f"only {rss['in_flight']:,} calls were held at once: the RSS is not for {rss['calls']:,}")
+    summary = summarize(results, slow, rss)
+    print_targets(summary)
+    path = write_json(
+        "http_fires",
+        {
+            "quick": args.quick,
+            "warmup_s": args.warmup,
+            "window_s": args.window,
+            "kept_up_rule": f"p99 lateness <= {KEPT_UP_P99_MS:g} ms and on-schedule fires/s >= "
+            f"{KEPT_UP_SHARE:g} x jobs",
+            "results": results,
+            "in_flight_rss": rss,
+            "summary": summary,
+        },
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
