@@ -375,3 +375,88 @@ def start_api(procs: Procs, *, auth: str = "off") -> str:
 
     wait_for(healthy, timeout=60, what="the API's /healthz")
     return url
+
+
+# ---------------------------------------------------------------------------------- browser
+
+# Switches that keep Debian's chromium from calling home: no updates, sync, field trials or
+# background fetches, so the only traffic is what the page under test asks for.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--metrics-recording-only",
+    # Every name but 127.0.0.1 fails to resolve: a page that needs the internet shows it here.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (or SCHEDULER_CHROMIUM); Playwright's own browser download is never used."""
+    configured = os.environ.get("SCHEDULER_CHROMIUM")
+    if configured:
+        return configured if Path(configured).exists() else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless chromium driven by Playwright's sync API, for one test.
+
+    One per test, not per session: while Playwright's sync API is started it keeps an event loop
+    running in the main thread, and every async test after it would fail to start its own.
+    Without chromium the browser tests skip, unless SCHEDULER_REQUIRE_BROWSER=1 (CI), where they fail.
+    """
+    path = chromium_path()
+    if path is None:
+        message = "chromium is not installed: apt-get install chromium (browser tests need it)"
+        if os.environ.get("SCHEDULER_REQUIRE_BROWSER") == "1":
+            pytest.fail(message + "; SCHEDULER_REQUIRE_BROWSER=1 makes this a failure")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only browser tests pay for it
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@dataclass
+class OfflinePage:
+    """A browser page that may reach only loopback; what it tried to fetch elsewhere is in ``refused``."""
+
+    page: Any
+    refused: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def offline_page(browser: Any) -> Iterator[OfflinePage]:
+    """A fresh browser context whose requests to any host but loopback are aborted and recorded."""
+    context = browser.new_context()
+    holder = OfflinePage(page=None)
+
+    def only_loopback(route: Any) -> None:
+        url = route.request.url
+        host = (httpx.URL(url).host or "") if url.startswith(("http:", "https:", "ws:", "wss:")) else ""
+        if url.startswith(("data:", "blob:")) or host in _LOOPBACK_HOSTS:
+            route.continue_()
+        else:
+            holder.refused.append(url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    holder.page = context.new_page()
+    try:
+        yield holder
+    finally:
+        context.close()

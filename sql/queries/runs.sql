@@ -272,3 +272,40 @@ JOIN jobs j ON j.id = r.job_id
 WHERE r.status = 'running' AND r.lease_expires_at < now()
 ORDER BY r.lease_expires_at
 LIMIT %(limit)s
+
+-- name: run_list_namespace
+-- The namespace's runs across jobs, newest first by id: a run's UUIDv7 time is its slot to the
+-- millisecond, so each partition's primary key serves the order (a merge of backward index scans
+-- that stops at the page) and no index of its own adds to every run the runners insert. The slot
+-- bounds prune partitions: the first page ends just past now (the partitions made ahead are empty),
+-- a later page at its cursor's millisecond, and since/until at theirs. Filters not asked for are
+-- passed as always-true values, keeping one plan.
+SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner, r.started_at,
+       r.finished_at, r.duration_ms, r.http_status, r.output, r.error, r.available_at, r.created_at
+FROM runs r
+JOIN jobs j ON j.id = r.job_id
+WHERE j.namespace = %(namespace)s
+  AND r.id < %(before_id)s
+  AND r.scheduled_for < %(before_slot)s
+  AND r.scheduled_for >= %(since)s
+  AND (%(status)s::run_status IS NULL OR r.status = %(status)s::run_status)
+  AND (%(trigger)s::run_trigger IS NULL OR r.trigger = %(trigger)s::run_trigger)
+ORDER BY r.id DESC
+LIMIT %(limit)s
+
+-- name: run_list_namespace_job
+-- The same page for one job of the namespace: runs_slot_key finds the job's runs in the slot range,
+-- which are few beside the namespace's, and they are put in the listing's id order.
+SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner, r.started_at,
+       r.finished_at, r.duration_ms, r.http_status, r.output, r.error, r.available_at, r.created_at
+FROM runs r
+JOIN jobs j ON j.id = r.job_id
+WHERE j.namespace = %(namespace)s
+  AND r.job_id = %(job_id)s
+  AND r.id < %(before_id)s
+  AND r.scheduled_for < %(before_slot)s
+  AND r.scheduled_for >= %(since)s
+  AND (%(status)s::run_status IS NULL OR r.status = %(status)s::run_status)
+  AND (%(trigger)s::run_trigger IS NULL OR r.trigger = %(trigger)s::run_trigger)
+ORDER BY r.id DESC
+LIMIT %(limit)s

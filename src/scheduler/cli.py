@@ -24,11 +24,21 @@ def _settings() -> Settings:
         sys.exit(2)
 
 
-def _database_url(settings: Settings) -> str:
-    if settings.database_url is None:
-        print("scheduler: SCHEDULER_DATABASE_URL is not set", file=sys.stderr)  # noqa: T201
-        sys.exit(2)
-    return settings.database_url
+def _database_url(settings: Settings, *, embedded: bool = False) -> str:
+    """SCHEDULER_DATABASE_URL; with ``embedded``, else the one `make run` in this directory uses."""
+    if settings.database_url is not None:
+        return settings.database_url
+    if embedded:
+        from scheduler.devserver import URL_FILE, embedded_url  # noqa: PLC0415
+
+        url = embedded_url()
+        if url is not None:
+            note = f"SCHEDULER_DATABASE_URL is not set; using the database of `make run` ({URL_FILE})"
+            print(f"scheduler: {note}", file=sys.stderr)  # noqa: T201
+            return url
+    note = "SCHEDULER_DATABASE_URL is not set (and no `make run` runs in this directory)"
+    print(f"scheduler: {note}", file=sys.stderr)  # noqa: T201
+    sys.exit(2)
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -92,7 +102,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys."""
     from scheduler.keys import keys_command  # noqa: PLC0415
 
-    return asyncio.run(keys_command(args, _database_url(_settings())))
+    return asyncio.run(keys_command(args, _database_url(_settings(), embedded=True)))
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -104,7 +114,7 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     """Show or rotate a namespace's webhook signing secrets."""
     from scheduler.secrets_cli import secrets_command  # noqa: PLC0415
 
-    return asyncio.run(secrets_command(args, _database_url(_settings())))
+    return asyncio.run(secrets_command(args, _database_url(_settings(), embedded=True)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     dev = sub.add_parser("dev", help="embedded database + migrate + API + one runner, for local use")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--host", help="listen address (SCHEDULER_HOST, default 127.0.0.1)")
+    dev.add_argument("--port", type=int, help="listen port (SCHEDULER_PORT, default 8000)")
     dev.set_defaults(func=cmd_dev)
 
     keys = sub.add_parser("keys", help="manage API keys")

@@ -30,6 +30,10 @@ class Settings:
     """Requests per second each API key may make to one API worker process (its token bucket refill)."""
     rate_limit_burst: int = 100
     """Requests a rested key may make at once before the per-second rate applies (its bucket size)."""
+    auth_failure_rate_per_s: int = 1
+    """Failed authentications (unknown `sk_` keys) a client address may make per second after its burst."""
+    auth_failure_burst: int = 20
+    """Failed authentications a client address may make at once; past them it gets 429 and no key lookup."""
     namespace_job_quota: int = 100_000
     """Most jobs one namespace may hold; creating one more answers 422."""
     http_allow_nets: tuple[Network, ...] = ()
@@ -37,8 +41,8 @@ class Settings:
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_port: int | None = None
-    runner_concurrency: int = 100
-    """HTTP actions in flight per runner."""
+    runner_concurrency: int = 1000
+    """HTTP actions in flight per runner (SPEC 7): webhooks mostly wait on the network, not the CPU."""
     claim_batch: int = 500
     """Most due jobs claimed in one transaction."""
     poll_interval_s: float = 1.0
@@ -74,6 +78,8 @@ _INT_RANGES: Mapping[str, tuple[int, int]] = {
     "db_pool_max": (1, 1000),
     "rate_limit_per_s": (1, 1_000_000),
     "rate_limit_burst": (1, 1_000_000),
+    "auth_failure_rate_per_s": (1, 1_000_000),
+    "auth_failure_burst": (1, 1_000_000),
     "namespace_job_quota": (1, 100_000_000),
 }
 _FLOAT_RANGES: Mapping[str, tuple[float, float]] = {

@@ -47,4 +47,7 @@ def uuid7_time(value: uuid.UUID) -> datetime | None:
     if value.version != 7:  # noqa: PLR2004 - the UUID version number
         return None
     millis = value.int >> 80
-    return _EPOCH + timedelta(milliseconds=millis)
+    try:
+        return _EPOCH + timedelta(milliseconds=millis)
+    except OverflowError:  # 48 bits of milliseconds reach past 9999, which no datetime (and no run) holds
+        return None

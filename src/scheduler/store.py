@@ -6,6 +6,7 @@ and get msgspec Structs back, never raw rows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from scheduler.models import (
     Action,
     Job,
     LastRun,
+    LogAction,
     Misfire,
     OverlapPolicy,
     RetryPolicy,
@@ -37,6 +39,8 @@ from scheduler.schedule import Timing
 _action_decoder = msgspec.json.Decoder(Action)
 _labels_decoder = msgspec.json.Decoder(dict[str, str])
 _json_encoder = msgspec.json.Encoder()
+# A str can hold lone surrogates (decoded with "surrogateescape", cut mid-pair); UTF-8 cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _maker(build: Callable[[dict[str, int], Sequence[Any]], Any]) -> Callable[[Any], RowMaker[Any]]:
@@ -259,6 +263,11 @@ class DueJob(msgspec.Struct, kw_only=True):
     misfire: Misfire
     overlap: OverlapPolicy
     active_runs: int
+    unreadable: str | None = None
+    """Why the stored action could not be read (``action`` is then a stand-in never executed)."""
+
+
+_STAND_IN = LogAction()
 
 
 def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
@@ -286,13 +295,20 @@ def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
         active_runs,
         db_now,
     ) = v
+    unreadable = None
+    try:
+        decoded: Action = _action_decoder.decode(action)
+    except msgspec.MsgspecError as exc:
+        # Written by hand or by a newer version (a field this runner does not know): the claim
+        # stops this job and fires the rest of the batch.
+        decoded, unreadable = _STAND_IN, str(exc)
     due = DueJob(
         id=job_id,
         namespace=namespace,
         name=name,
         timing=Timing(schedule, timezone, anchor_at, start_at, end_at),
         next_run_at=next_run_at,
-        action=_action_decoder.decode(action),
+        action=decoded,
         timeout_s=timeout_s,
         retry=RetryPolicy(
             max_attempts=max_attempts, min_backoff_s=min_backoff_s, max_backoff_s=max_backoff_s
@@ -300,6 +316,7 @@ def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
         misfire=Misfire(policy=MISFIRE_POLICY[misfire_policy], grace_s=grace_s, window_s=window_s),
         overlap=OVERLAP_POLICY[overlap],
         active_runs=active_runs,
+        unreadable=unreadable,
     )
     return due, db_now
 
@@ -432,10 +449,22 @@ class Outcome(msgspec.Struct, kw_only=True, frozen=True):
     error: str | None = None
 
 
+def storable_text(value: str | None) -> str | None:
+    """Text PostgreSQL accepts whatever a target sent: NUL dropped, lone surrogates replaced (U+FFFD).
+
+    A single unstorable character would otherwise fail the whole statement, and with it every other
+    outcome of the batch (SPEC 3.2: any answer a target sends is recorded).
+    """
+    if value is None or (value.isascii() and "\x00" not in value):
+        return value
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+
+
 async def run_complete_many(conn: AsyncConn, outcomes: Sequence[Outcome]) -> set[UUID]:
     """Write outcomes under their fencing tokens (caller's transaction, jobs locked first).
 
-    Returns the ids whose outcome was accepted; the others had lost their lease.
+    Returns the ids whose outcome was accepted; the others had lost their lease. Output and error
+    texts are made storable first (`storable_text`).
     """
     if not outcomes:
         return set()
@@ -448,8 +477,8 @@ async def run_complete_many(conn: AsyncConn, outcomes: Sequence[Outcome]) -> set
             "statuses": [o.status.value for o in outcomes],
             "durations_ms": [o.duration_ms for o in outcomes],
             "http_statuses": [o.http_status for o in outcomes],
-            "outputs": [o.output for o in outcomes],
-            "errors": [o.error for o in outcomes],
+            "outputs": [storable_text(o.output) for o in outcomes],
+            "errors": [storable_text(o.error) for o in outcomes],
         },
     )
     return {row[0] for row in await cur.fetchall()}
@@ -460,7 +489,7 @@ async def run_complete_many(conn: AsyncConn, outcomes: Sequence[Outcome]) -> set
 
 def _slot_bounds(run_id: UUID) -> tuple[datetime, datetime] | None:
     slot = uuid7_time(run_id)
-    if slot is None:
+    if slot is None or slot > datetime.max.replace(tzinfo=UTC) - timedelta(milliseconds=1):
         return None
     return slot, slot + timedelta(milliseconds=1)
 
@@ -829,3 +858,147 @@ async def signing_secrets_valid(conn: AsyncConn, *, namespace: str) -> list[Sign
     return [
         SigningSecret(secret=row[0], created_at=row[1], expires_at=row[2]) for row in await cur.fetchall()
     ]
+
+
+# ----------------------------------------------------------------------- runs across a namespace
+
+_BEYOND_EVERY_ID = UUID(int=2**128 - 1)
+_BEFORE_EVERY_SLOT = datetime(1, 1, 2, tzinfo=UTC)
+
+
+async def run_list_namespace(
+    conn: AsyncConn,
+    *,
+    namespace: str,
+    now: datetime,
+    limit: int,
+    before_id: UUID | None = None,
+    job_id: UUID | None = None,
+    status: RunStatus | None = None,
+    trigger: RunTrigger | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Run]:
+    """Return one page of the namespace's runs, newest first by id (its slot, to the millisecond).
+
+    The page ends before ``before_id`` (the cursor), before ``until`` and just past ``now``: runs
+    exist only for slots that came due, so the partitions made ahead are pruned, as are those past
+    the cursor's millisecond.
+    """
+    before_slot = now + _FIRST_PAGE_SLACK
+    if until is not None:
+        before_slot = min(before_slot, until)
+    if before_id is not None:
+        try:
+            cursor_slot = uuid7_time(before_id)
+            if cursor_slot is not None:
+                before_slot = min(before_slot, cursor_slot + timedelta(milliseconds=1))
+        except OverflowError:  # a UUIDv7 past the year 9999 is newer than every run: no bound
+            pass
+    params: dict[str, Any] = {
+        "namespace": namespace,
+        "job_id": job_id,
+        "before_id": before_id or _BEYOND_EVERY_ID,
+        "before_slot": before_slot,
+        "since": since or _BEFORE_EVERY_SLOT,
+        "status": status.value if status is not None else None,
+        "trigger": trigger.value if trigger is not None else None,
+        "limit": limit,
+    }
+    query = q("run_list_namespace") if job_id is None else q("run_list_namespace_job")
+    async with conn.cursor(row_factory=run_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+# ------------------------------------------------------------------------------- the web console
+
+
+async def console_secret(conn: AsyncConn, *, candidate: bytes) -> bytes:
+    """The database's console signing secret, storing ``candidate`` when there is none yet."""
+    cur = await conn.execute(q("console_secret_ensure"), {"secret": candidate})
+    row = await cur.fetchone()
+    if row is None:  # pragma: no cover - the insert or the existing row always answers
+        raise RuntimeError("console secret neither made nor found")
+    return bytes(row[0])
+
+
+async def job_pause_note_set(conn: AsyncConn, *, namespace: str, job_id: UUID, note: str | None) -> None:
+    """Set or clear (None) the note on a job (caller holds its lock)."""
+    await conn.execute(q("job_pause_note_set"), {"id": job_id, "namespace": namespace, "note": note})
+
+
+async def job_pause_notes(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """The pause notes of these jobs, by id (jobs without one are left out)."""
+    if not job_ids:
+        return {}
+    cur = await conn.execute(q("job_pause_notes"), {"ids": list(job_ids), "namespace": namespace})
+    return {row[0]: str(row[1]) for row in await cur.fetchall()}
+
+
+async def job_list_failing(
+    conn: AsyncConn,
+    *,
+    namespace: str,
+    after_name: str | None,
+    limit: int,
+    name_prefix: str | None = None,
+    paused: bool | None = None,
+    labels: dict[str, str] | None = None,
+) -> list[Job]:
+    """Like job_list, keeping only jobs whose last run did not succeed."""
+    prefix = name_prefix or ""
+    params = {
+        "namespace": namespace,
+        "after_name": after_name or "",
+        "prefix_low": prefix,
+        "prefix_high": prefix + _PAST_NAMES,
+        "labels": _json_encoder.encode(labels or {}).decode(),
+        "paused": paused,
+        "limit": limit,
+    }
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(q("job_list_failing"), params)
+        return await cur.fetchall()
+
+
+class RecentOutcomes(msgspec.Struct, kw_only=True, frozen=True):
+    """A job's last runs as the console's jobs page shows them."""
+
+    outcomes: list[RunStatus]
+    """Statuses of the last 50 runs, oldest first."""
+    p95_lateness_s: float | None
+    """95th percentile of started_at - scheduled_for over the scheduled ones among them."""
+
+
+async def job_recent_outcomes(
+    conn: AsyncConn, *, job_ids: Sequence[UUID], now: datetime
+) -> dict[UUID, RecentOutcomes]:
+    """The outcome strip and p95 lateness of each job (ids the caller already scoped)."""
+    if not job_ids:
+        return {}
+    cur = await conn.execute(
+        q("job_recent_outcomes"), {"ids": list(job_ids), "before_slot": now + _FIRST_PAGE_SLACK}
+    )
+    return {
+        row[0]: RecentOutcomes(
+            outcomes=[RUN_STATUS[status] for status in row[1]],
+            p95_lateness_s=None if row[2] is None else float(row[2]),
+        )
+        for row in await cur.fetchall()
+    }
+
+
+async def run_attempts(conn: AsyncConn, *, job_id: UUID, scheduled_for: datetime) -> list[Run]:
+    """Every attempt of one slot, first to last."""
+    async with conn.cursor(row_factory=run_row) as cur:
+        await cur.execute(q("run_attempts"), {"job_id": job_id, "scheduled_for": scheduled_for})
+        return await cur.fetchall()
+
+
+async def job_names(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """The names of these jobs of the namespace, by id."""
+    if not job_ids:
+        return {}
+    cur = await conn.execute(q("job_names"), {"ids": list(set(job_ids)), "namespace": namespace})
+    return {row[0]: str(row[1]) for row in await cur.fetchall()}

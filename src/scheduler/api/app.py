@@ -9,13 +9,18 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
 
 from scheduler import __version__
 from scheduler.api.auth import AuthMiddleware
+from scheduler.api.bodies import StrictJsonRequest
 from scheduler.api.jobs import JobController
 from scheduler.api.limits import RateLimiter
 from scheduler.api.observe import ObservabilityMiddleware
+from scheduler.api.openapi import ASSETS_PATH, STATIC_DIR, OfflineSwaggerPlugin, bearer_components, finish
+from scheduler.api.openapi import operation_id as openapi_operation_id
 from scheduler.api.problems import EXCEPTION_HANDLERS
 from scheduler.api.runs import RunController
 from scheduler.api.system import docs, healthz, metrics_route, preview, readyz
@@ -23,6 +28,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.db import make_pool
 from scheduler.logs import configure_logging
 from scheduler.metrics import ApiMetrics
+from scheduler.ui.pages import ConsoleController, static_router, template_config
 
 MAX_REQUEST_BODY = 1024 * 1024
 
@@ -45,8 +51,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await pool.close()
 
-    return Litestar(
-        route_handlers=[JobController, RunController, healthz, readyz, preview, docs, metrics_route],
+    # Swagger UI's files ship in the package: /docs must work where the internet is out of reach.
+    assets = create_static_files_router(path=ASSETS_PATH, directories=[STATIC_DIR], name="docs-assets")
+    api: list[ControllerRouterHandler] = [
+        JobController, RunController, healthz, readyz, preview, docs, metrics_route, assets
+    ]  # fmt: skip
+    console: list[ControllerRouterHandler] = [ConsoleController, static_router()]  # the web console at /ui
+    app = Litestar(
+        route_handlers=[*api, *console],
         lifespan=[lifespan],
         state=State({"settings": cfg, "metrics": metrics}),
         middleware=[
@@ -54,12 +66,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(AuthMiddleware, limiter=RateLimiter(cfg.rate_limit_per_s, cfg.rate_limit_burst)),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=StrictJsonRequest,  # bodies must be declared JSON and decode strictly
         request_max_body_size=MAX_REQUEST_BODY,
+        template_config=template_config(),  # the web console's pages (scheduler.ui)
         openapi_config=OpenAPIConfig(
             title="Scheduler",
             version=__version__,
             description="Cron, interval and one-time jobs fired by runners on PostgreSQL row locks.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            render_plugins=[OfflineSwaggerPlugin(path="/"), JsonRenderPlugin()],
+            components=bearer_components(),
+            operation_id_creator=openapi_operation_id,
         ),
     )
+    # Built once here, corrected to say what the service really does, then served as is.
+    finish(app.openapi_schema)
+    return app

@@ -22,7 +22,6 @@ from scheduler.api.problems import (
     ProblemError,
     invalid,
     problem_responses,
-    strict_decode,
 )
 from scheduler.api.schemas import (
     NAME_PATTERN,
@@ -38,8 +37,9 @@ from scheduler.api.schemas import (
     check_policies,
 )
 from scheduler.api.state import conn_for, namespace_of, settings_of
+from scheduler.db import AsyncConn
 from scheduler.ids import uuid7
-from scheduler.models import Job, OverlapPolicy, RunStatus, RunTrigger
+from scheduler.models import Job, OverlapPolicy, Run, RunStatus, RunTrigger
 from scheduler.schedule import ScheduleError, Timing
 
 _NAME = re.compile(NAME_PATTERN)
@@ -75,6 +75,8 @@ def check_values(values: store.JobValues) -> None:
         + check_action(values.action)
         + check_policies(values.retry, values.labels)
     )
+    if not _NAME.fullmatch(values.name):  # the schema's pattern lets a final newline by (`$`)
+        errors.append(FieldError("name", "must be 1-128 of A-Z a-z 0-9 . _ -"))
     if errors:
         raise ProblemError(
             422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors, kind="invalid-request"
@@ -84,6 +86,16 @@ def check_values(values: store.JobValues) -> None:
 def etag(job: Job) -> str:
     """The strong validator of a job's settable fields."""
     return f'"{job.version}"'
+
+
+def if_match_allows(header: str, job: Job) -> bool:
+    """Whether an If-Match header lets a write go ahead (RFC 9110 13.1.1).
+
+    The comparison is strong: a weak tag (`W/"3"`) never matches, since a write must be based on
+    exactly the representation the client holds.
+    """
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag(job) in tags
 
 
 def job_response(job: Job, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[JobOut]:
@@ -137,7 +149,6 @@ class JobController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[JobCreate]
     ) -> Response[JobOut]:
         """Create a job; its first fire time is computed now and stored as next_run_at."""
-        data = strict_decode(await request.body(), JobCreate)
         namespace = namespace_of(request)
         now = datetime.now(UTC)
         values = store.JobValues(
@@ -225,41 +236,22 @@ class JobController(Controller):
         self, request: Request[Any, Any, Any], job_id: FromPath[UUID], data: JSONBody[JobPatch]
     ) -> Response[JobOut]:
         """Change some fields; with `If-Match` set to the ETag, refuse the change if someone wrote first."""
-        data = strict_decode(await request.body(), JobPatch)
-        if_match = request.headers.get("if-match")
-        namespace = namespace_of(request)
-        now = datetime.now(UTC)
         async with conn_for(request) as conn, conn.transaction():
-            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
-            if job is None:
-                raise _job_not_found(job_id)
-            if if_match is not None and if_match.strip() not in ("*", etag(job), f"W/{etag(job)}"):
-                raise ProblemError(
-                    412,
-                    f"the job changed: its ETag is now {etag(job)}, not {if_match.strip()}",
-                    kind="precondition-failed",
-                )
-            values = _merge(job, data, now)
-            check_values(values)
-            try:
-                job = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
-            except psycopg.errors.UniqueViolation:  # renamed to a name another job has
-                raise _name_taken(values.name, namespace) from None
-            if job is None:  # pragma: no cover - the row is locked
-                raise _job_not_found(job_id)
+            job = await update(
+                conn,
+                namespace=namespace_of(request),
+                job_id=job_id,
+                patch=data,
+                if_match=request.headers.get("if-match"),
+                now=datetime.now(UTC),
+            )
         return job_response(job)
 
     @delete("/{job_id:uuid}", status_code=HTTP_204_NO_CONTENT, responses=problem_responses(401, 404, 429))
     async def delete_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> None:
         """Delete a job; its pending and running runs are cancelled, its history stays until retention."""
-        namespace = namespace_of(request)
         async with conn_for(request) as conn, conn.transaction():
-            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
-            if job is None:
-                raise _job_not_found(job_id)
-            await store.run_cancel_active_for_job(conn, job_id=job_id, reason="job deleted")
-            await store.job_delete(conn, namespace=namespace, job_id=job_id)
-            await store.namespace_usage_add(conn, namespace=namespace, delta=-1)
+            await remove(conn, namespace=namespace_of(request), job_id=job_id)
 
     @post("/{job_id:uuid}/pause", status_code=200, responses=problem_responses(401, 404, 429))
     async def pause_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> Response[JobOut]:
@@ -274,18 +266,10 @@ class JobController(Controller):
     async def _set_paused(
         self, request: Request[Any, Any, Any], job_id: FromPath[UUID], *, paused: bool
     ) -> Response[JobOut]:
-        namespace = namespace_of(request)
-        now = datetime.now(UTC)
         async with conn_for(request) as conn, conn.transaction():
-            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
-            if job is None:
-                raise _job_not_found(job_id)
-            if job.paused != paused:
-                values = _values_of(job)
-                values.paused = paused
-                values.next_run_at = None if paused else schedule.next_fire(timing_of(job), now)
-                updated = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
-                job = updated if updated is not None else job
+            job = await set_paused(
+                conn, namespace=namespace_of(request), job_id=job_id, paused=paused, now=datetime.now(UTC)
+            )
         return job_response(job)
 
     @post(
@@ -295,47 +279,8 @@ class JobController(Controller):
     )
     async def trigger_job(self, request: Request[Any, Any, Any], job_id: FromPath[UUID]) -> RunOut:
         """Fire the job now as a `manual` run, obeying its overlap policy (a skipped fire is recorded)."""
-        namespace = namespace_of(request)
-        now = datetime.now(UTC)
         async with conn_for(request) as conn, conn.transaction():
-            job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
-            if job is None:
-                raise _job_not_found(job_id)
-            has_queued = (
-                job.overlap is OverlapPolicy.QUEUE
-                and job.active_runs > 0
-                and await store.run_has_queued(conn, job_id=job_id)
-            )
-            decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
-            delta = 1
-            status, error = RunStatus.PENDING, None
-            available_in_s: float | None = 0.0
-            if decision is overlap.Decision.SKIP:
-                status, available_in_s, delta = RunStatus.SKIPPED, None, 0
-                error = overlap.SKIP_REASON.format(policy=job.overlap)
-            elif decision is overlap.Decision.QUEUE:
-                available_in_s = None
-            elif decision is overlap.Decision.REPLACE:
-                replaced = await store.run_cancel_active_for_job(
-                    conn, job_id=job_id, reason="replaced by a newer run (overlap policy replace)"
-                )
-                delta -= len(replaced)
-            run = await store.run_insert_one(
-                conn,
-                store.NewRun(
-                    id=uuid7(now),
-                    job_id=job_id,
-                    scheduled_for=now,
-                    trigger=RunTrigger.MANUAL,
-                    attempt=1,
-                    status=status,
-                    available_in_s=available_in_s,
-                    error=error,
-                ),
-            )
-            if run is None:
-                raise ProblemError(409, "the job was triggered at this very instant already", kind="conflict")
-            await store.job_add_active(conn, job_id=job_id, delta=delta)
+            run = await trigger(conn, namespace=namespace_of(request), job_id=job_id, now=datetime.now(UTC))
         return RunOut.of(run)
 
     @get("/{job_id:uuid}/next-runs", responses=problem_responses(400, 401, 404, 422, 429))
@@ -425,3 +370,101 @@ def _merge(job: Job, patch: JobPatch, now: datetime) -> store.JobValues:
     elif values.paused != job.paused:
         values.next_run_at = None if values.paused else schedule.next_fire(timing_of(values), now)
     return values
+
+
+# ------------------------------------------------------------ domain rules shared with the console
+# The API's handlers and the web console (scheduler.ui) change jobs through these, so both follow
+# the same rules. Each runs in the caller's transaction and raises the API's problems.
+
+
+async def set_paused(conn: AsyncConn, *, namespace: str, job_id: UUID, paused: bool, now: datetime) -> Job:
+    """Pause (next_run_at becomes null) or resume (from the next slot after ``now``) a job."""
+    job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+    if job is None:
+        raise _job_not_found(job_id)
+    if job.paused != paused:
+        values = _values_of(job)
+        values.paused = paused
+        values.next_run_at = None if paused else schedule.next_fire(timing_of(job), now)
+        updated = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+        job = updated if updated is not None else job
+    return job
+
+
+async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetime) -> Run:
+    """Record a `manual` run of the job slotted at ``now``, as its overlap policy decides."""
+    job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+    if job is None:
+        raise _job_not_found(job_id)
+    has_queued = (
+        job.overlap is OverlapPolicy.QUEUE
+        and job.active_runs > 0
+        and await store.run_has_queued(conn, job_id=job_id)
+    )
+    decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
+    delta = 1
+    status, error = RunStatus.PENDING, None
+    available_in_s: float | None = 0.0
+    if decision is overlap.Decision.SKIP:
+        status, available_in_s, delta = RunStatus.SKIPPED, None, 0
+        error = overlap.SKIP_REASON.format(policy=job.overlap)
+    elif decision is overlap.Decision.QUEUE:
+        available_in_s = None
+    elif decision is overlap.Decision.REPLACE:
+        replaced = await store.run_cancel_active_for_job(
+            conn, job_id=job_id, reason="replaced by a newer run (overlap policy replace)"
+        )
+        delta -= len(replaced)
+    run = await store.run_insert_one(
+        conn,
+        store.NewRun(
+            id=uuid7(now),
+            job_id=job_id,
+            scheduled_for=now,
+            trigger=RunTrigger.MANUAL,
+            attempt=1,
+            status=status,
+            available_in_s=available_in_s,
+            error=error,
+        ),
+    )
+    if run is None:
+        raise ProblemError(409, "the job was triggered at this very instant already", kind="conflict")
+    await store.job_add_active(conn, job_id=job_id, delta=delta)
+    return run
+
+
+async def remove(conn: AsyncConn, *, namespace: str, job_id: UUID) -> None:
+    """Delete a job, cancelling its pending and running runs."""
+    job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+    if job is None:
+        raise _job_not_found(job_id)
+    await store.run_cancel_active_for_job(conn, job_id=job_id, reason="job deleted")
+    await store.job_delete(conn, namespace=namespace, job_id=job_id)
+    await store.namespace_usage_add(conn, namespace=namespace, delta=-1)
+
+
+async def update(
+    conn: AsyncConn, *, namespace: str, job_id: UUID, patch: JobPatch, if_match: str | None, now: datetime
+) -> Job:
+    """Apply a patch to a job; with ``if_match`` (an ETag), refuse it (412) if the job changed since."""
+    job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
+    if job is None:
+        raise _job_not_found(job_id)
+    if if_match is not None and not if_match_allows(if_match, job):
+        raise ProblemError(
+            412,
+            f"the job changed: its ETag is now {etag(job)}, not {if_match.strip()}",
+            kind="precondition-failed",
+        )
+    values = _merge(job, patch, now)
+    if values == _values_of(job):  # nothing changes: no write, so version and ETag stay
+        return job
+    check_values(values)
+    try:
+        updated = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+    except psycopg.errors.UniqueViolation:  # renamed to a name another job has
+        raise _name_taken(values.name, namespace) from None
+    if updated is None:  # pragma: no cover - the row is locked
+        raise _job_not_found(job_id)
+    return updated

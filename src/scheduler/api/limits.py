@@ -51,6 +51,14 @@ class RateLimiter:
             return 0.0
         return (1 - bucket.tokens) / self.rate_per_s
 
+    def wait_s(self, key: bytes) -> float:
+        """The seconds until ``key`` will have a token, without spending one; 0 when it has one now."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.updated) * self.rate_per_s)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate_per_s
+
     def _forget_full(self, now: float) -> None:
         refill_s = self.burst / self.rate_per_s
         for key in [k for k, b in self._buckets.items() if now - b.updated >= refill_s]:

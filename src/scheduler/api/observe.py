@@ -11,13 +11,15 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.api.state import NAMESPACE_KEY, REQUEST_ID_KEY
+from scheduler.api.state import CONNECTION_LOST_KEY, NAMESPACE_KEY, REQUEST_ID_KEY
 from scheduler.metrics import ApiMetrics
 
 access_log = structlog.get_logger("scheduler.api.access")
 REQUEST_ID_HEADER = b"x-request-id"
 # A caller's id is kept when it is short and plain; anything else is replaced, not echoed.
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# Requests that only read: one that met a lost database connection is run again, once.
+_READS = frozenset({"GET", "HEAD"})
 
 
 class ObservabilityMiddleware:
@@ -49,17 +51,27 @@ class ObservabilityMiddleware:
         if not _SAFE_ID.match(request_id):
             request_id = os.urandom(16).hex().encode()
         status = 500
+        retry_left = scope.get("method") in _READS
+        replaced = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, replaced
             if message["type"] == "http.response.start":
+                # The 503 of a read whose connection was lost is dropped, and the read runs again.
+                if retry_left and scope.pop(CONNECTION_LOST_KEY, False):  # type: ignore[misc]
+                    replaced = True
+                    return
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
-            await send(message)
+            if not replaced:
+                await send(message)
 
         scope[REQUEST_ID_KEY] = request_id.decode()  # type: ignore[literal-required]
         try:
             await self.app(scope, receive, send_with_id)
+            if replaced:
+                retry_left = replaced = False
+                await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"

@@ -7,12 +7,14 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import msgspec
+import psycopg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from psycopg_pool import PoolTimeout, TooManyRequests
 
-from scheduler.api.state import REQUEST_ID_KEY
+from scheduler.api.state import CONNECTION_LOST_KEY, REQUEST_ID_KEY
 
 log = structlog.get_logger("scheduler.api")
 T = TypeVar("T")
@@ -68,6 +70,7 @@ _PROBLEM_MEANINGS: dict[int, str] = {
     409: "The request conflicts with the resource's current state",
     412: "If-Match does not match the job's current ETag",
     413: "The request body is larger than 1 MiB",
+    415: "The request body is not declared as application/json (or a +json type)",
     422: "Invalid values (each named in `errors`), or the namespace's job quota is used up",
     429: "The key's rate limit is used up; Retry-After says when to try again",
     503: "The database does not answer",
@@ -123,37 +126,70 @@ def problem_response(
 def _field_from(key: str, message: str) -> tuple[str, str]:
     """Turn Litestar's (key, message) from a msgspec decode into (field path, message)."""
     field = "" if key in ("data", "body") else key
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown:
-        name = unknown.group(1)
-        return (f"{field}.{name}" if field else name), "unknown field"
     at = _AT_PATH.search(message)
     if at:
         message = message[: at.start()]
         path = at.group(1)
         field = f"{field}.{path}" if field and path else (path or field)
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:  # msgspec names the unknown key in the message and its object in the path
+        name = unknown.group(1)
+        field, message = (f"{field}.{name}" if field else name), "unknown field"
     # msgspec writes dict values as `labels[...]` and list items as `items[3]`.
     field = re.sub(r"\[\.\.\.\]", "", field)
     field = re.sub(r"\[(\d+)\]", r".\1", field)
     return field or "body", message
 
 
+# What msgspec says when a JSON number has no machine form (1e400, a 5,000-digit integer): the
+# body is malformed rather than a value out of the field's range, so it is a 400 like bad syntax.
+_UNREPRESENTABLE = ("Number out of range", "Integer value out of range")
+
+
+def malformed(field: str, message: str) -> ProblemError:
+    """The 400 problem of a body that is not usable JSON, naming where (``body`` when nowhere)."""
+    return ProblemError(
+        400,
+        f"request body is not valid JSON: {field}: {message}",
+        errors=[FieldError(field, message)],
+        kind="malformed-request",
+    )
+
+
+def _not_utf8(body: bytes) -> ProblemError:
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{body[exc.start]:02x} at offset {exc.start}"
+    else:  # pragma: no cover - msgspec found a bad sequence, so decode() does too
+        where = "a byte sequence"
+    return malformed("body", f"is not UTF-8 ({where}); JSON text must be UTF-8")
+
+
 def strict_decode(body: bytes, kind: type[T]) -> T:
-    """Decode a request body strictly: Litestar's own pass coerces "30" into 30, which we refuse."""
+    """Decode a request body strictly into ``kind``, turning every way it can fail into a 4xx problem.
+
+    Litestar's own pass coerces "30" into 30, which we refuse. Malformed bodies (bad syntax,
+    invalid UTF-8, numbers without a machine form, nesting deeper than the decoder goes) are 400;
+    well-formed bodies with wrong values are 422. Both name the field, or ``body``.
+    """
     try:
         decoded = msgspec.json.decode(body, type=kind, strict=True)
     except msgspec.ValidationError as exc:
         field, message = _field_from("", str(exc))
+        if message.startswith(_UNREPRESENTABLE):
+            raise malformed(field, f"{message}: the number has no 64-bit form") from None
         raise ProblemError(
             422, f"{field}: {message}", errors=[FieldError(field, message)], kind="invalid-request"
         ) from None
     except msgspec.DecodeError as exc:
-        raise ProblemError(
-            400,
-            f"request body is not valid JSON: {exc}",
-            errors=[FieldError("body", str(exc))],
-            kind="malformed-request",
-        ) from None
+        field, message = _field_from("", str(exc))
+        raise malformed(field, message) from None
+    except UnicodeDecodeError:
+        # msgspec checks UTF-8 only inside strings it decodes, and reports it this way.
+        raise _not_utf8(body) from None
+    except RecursionError:
+        raise malformed("body", "nests arrays or objects too deeply") from None
     # PostgreSQL text and jsonb cannot hold NUL, and JSON can only carry one as this escape.
     if b"\\u0000" in body:
         where = nul_field(msgspec.json.decode(body))
@@ -166,22 +202,30 @@ NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
 
 
 def nul_field(value: Any, path: str = "") -> str | None:
-    """The path of the first string in a decoded JSON value that holds a NUL; None when none does."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    items: list[tuple[str, Any]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
-                return child
-            items.append((child, item))
-    elif isinstance(value, list):
-        items = [(f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value)]
-    for child, item in items:
-        found = nul_field(item, child)
-        if found is not None:
-            return found
+    """The path of the first string in a decoded JSON value that holds a NUL; None when none does.
+
+    Walks with its own stack rather than by recursion: a payload may nest as deep as the decoder
+    went, which is deeper than Python's recursion limit leaves room for here.
+    """
+    pending: list[tuple[str, Any]] = [(path, value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where
+            continue
+        children: list[tuple[str, Any]] = []
+        if isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{where}.{key}" if where else str(key)
+                if "\x00" in key:
+                    return child_path
+                children.append((child_path, child))
+        elif isinstance(item, list):
+            children = [
+                (f"{where}.{index}" if where else str(index), child) for index, child in enumerate(item)
+            ]
+        pending.extend(reversed(children))
     return None
 
 
@@ -196,6 +240,14 @@ def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respon
     errors: list[FieldError] = []
     for item in extra:
         if isinstance(item, dict):
+            if item.get("key") == "data" and item.get("message") == "'data'":
+                # Litestar's way of saying a route that takes a body got none.
+                return problem_response(
+                    400,
+                    "request body is empty; send a JSON object",
+                    errors=[FieldError("body", "is required: send a JSON object")],
+                    kind="malformed-request",
+                )
             field, message = _field_from(str(item.get("key", "")), str(item.get("message", "")))
             errors.append(FieldError(field, message))
     if not errors:
@@ -239,7 +291,44 @@ def on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[by
     return problem_response(500, "internal error; the service logged the details")
 
 
+# Seconds a client is asked to wait after a 503: a new connection is usually a moment away.
+DATABASE_RETRY_AFTER_S = 1
+
+
+def on_database_unavailable(
+    request: Request[Any, Any, Any], exc: psycopg.OperationalError
+) -> Response[bytes]:
+    """Answer 503 + Retry-After when the database cannot be reached or dropped the connection; never 500.
+
+    A lost connection is marked on the scope: a read is then run once more on a fresh connection
+    (see ObservabilityMiddleware) and the client never sees this answer. A write is not repeated,
+    since the statement may have run before the connection died.
+    """
+    waited_for_pool = isinstance(exc, PoolTimeout | TooManyRequests)
+    if not waited_for_pool:
+        request.scope[CONNECTION_LOST_KEY] = True  # type: ignore[literal-required]
+    log.warning(
+        "database_unavailable",
+        path=request.url.path,
+        method=request.method,
+        request_id=request.scope.get(REQUEST_ID_KEY),
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    detail = (
+        "no database connection became free in time"
+        if waited_for_pool
+        else "the database connection was lost while answering"
+    )
+    return problem_response(
+        503,
+        f"{detail}; retry after {DATABASE_RETRY_AFTER_S} s",
+        kind="database-unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    psycopg.OperationalError: on_database_unavailable,
     ProblemError: on_problem,
     ValidationException: on_validation,
     HTTPException: on_http_exception,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -29,6 +29,10 @@ MAX_ACTION_BODY = 256 * 1024
 MAX_LABELS = 64
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+# RFC 9110 field-value limited to what the runner can send: visible ASCII, with spaces and tabs
+# only between visible characters (no other control characters, no bytes above 0x7E).
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20\x09\x21-\x7e]*[\x21-\x7e])?)?")
+HEADER_VALUE_MESSAGE = "value must be visible ASCII (0x21-0x7E), with spaces or tabs only between characters"
 # Headers the runner sets itself, or that would let a job smuggle a second request.
 _RESERVED_HEADERS = frozenset(
     {
@@ -248,22 +252,44 @@ def _check_url(url: str) -> list[FieldError]:
     return errors
 
 
+# Deepest nesting a payload or body may have: runners decode and log these with recursive code at
+# a deeper stack than the API's, so a value the API could just decode must not reach them.
+MAX_NESTING = 64
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def check_action(action: Action) -> list[FieldError]:
     """Return what is wrong with an action beyond its types."""
     if not isinstance(action, HttpAction):
+        if _nests_deeper(action.payload, MAX_NESTING):
+            return [FieldError("action.payload", f"nests deeper than {MAX_NESTING} levels")]
         return []
     errors = _check_url(action.url)
+    if _nests_deeper(action.body, MAX_NESTING):
+        errors.append(FieldError("action.body", f"nests deeper than {MAX_NESTING} levels"))
     for name, value in action.headers.items():
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             errors.append(FieldError(f"action.headers.{name}", "is not a valid header name"))
-        elif name.lower() in _RESERVED_HEADERS:
+        elif name.lower() in _RESERVED_HEADERS or name.lower().startswith("webhook-"):
             errors.append(
                 FieldError(f"action.headers.{name}", "is set by the scheduler and cannot be overridden")
             )
-        if "\r" in value or "\n" in value or len(value) > 8192:  # noqa: PLR2004
-            errors.append(
-                FieldError(f"action.headers.{name}", "value must be one line of at most 8192 characters")
-            )
+        if len(value) > 8192:  # noqa: PLR2004
+            errors.append(FieldError(f"action.headers.{name}", "value must be at most 8192 characters"))
+        elif not _HEADER_VALUE.fullmatch(value):  # fullmatch: `$` would let a final newline by
+            errors.append(FieldError(f"action.headers.{name}", HEADER_VALUE_MESSAGE))
     if action.body is not None:
         encoded = action.body.encode() if isinstance(action.body, str) else msgspec.json.encode(action.body)
         if len(encoded) > MAX_ACTION_BODY:
@@ -298,7 +324,7 @@ def check_policies(retry: RetryPolicy, labels: dict[str, str]) -> list[FieldErro
     if len(labels) > MAX_LABELS:
         errors.append(FieldError("labels", f"at most {MAX_LABELS} labels"))
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):  # fullmatch: `$` would let a final newline by
             errors.append(FieldError(f"labels.{key}", "keys are 1-63 of A-Z a-z 0-9 . _ / -"))
         if len(value) > 256:  # noqa: PLR2004
             errors.append(FieldError(f"labels.{key}", "values are at most 256 characters"))
