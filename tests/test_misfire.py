@@ -35,7 +35,7 @@ STARTS = [datetime(2024, 11, 3, 4, 30, tzinfo=UTC), datetime(2024, 4, 6, 13, 30,
 
 def forward_plan(
     timing: Timing, rule: Misfire, slot: datetime, now: datetime
-) -> tuple[list[datetime], datetime | None]:
+) -> tuple[list[datetime], list[datetime], datetime | None]:
     """SPEC 3.3 by brute force: step through every slot from `slot` on."""
     grace = timedelta(seconds=rule.grace_s)
     missed: list[datetime] = []
@@ -44,11 +44,15 @@ def forward_plan(
         missed.append(moment)
         moment = next_fire(timing, moment)
     in_window = [s for s in missed if s >= now - timedelta(seconds=rule.window_s)]
+    on_time: list[datetime] = []
+    while moment is not None and moment <= now and len(on_time) < MAX_CATCHUP:
+        on_time.append(moment)
+        moment = next_fire(timing, moment)
     if rule.policy is MisfirePolicy.SKIP:
-        return [], moment
+        return [], on_time, moment
     if rule.policy is MisfirePolicy.ONCE:
-        return in_window[-1:], moment
-    return in_window[-MAX_CATCHUP:], moment
+        return in_window[-1:], on_time, moment
+    return in_window[-MAX_CATCHUP:], on_time, moment
 
 
 class TestPlanMatchesForwardStepping:
@@ -71,9 +75,10 @@ class TestPlanMatchesForwardStepping:
         now = slot + timedelta(seconds=lag_s, microseconds=250_000)
         rule = Misfire(policy=policy, grace_s=5, window_s=window_s)
         result = plan(timing, rule, slot, now)
-        fires, resume = forward_plan(timing, rule, slot, now)
-        assert [f.slot for f in result.fires] == fires, (expression, zone, slot, now, policy)
-        assert all(f.trigger is RunTrigger.CATCHUP for f in result.fires)
+        missed, on_time, resume = forward_plan(timing, rule, slot, now)
+        assert [(f.slot, f.trigger) for f in result.fires] == [(s, RunTrigger.CATCHUP) for s in missed] + [
+            (s, RunTrigger.SCHEDULE) for s in on_time
+        ], (expression, zone, slot, now, policy)
         assert result.next_run_at == resume
 
 
@@ -99,6 +104,9 @@ class TestPlanCostIsIndependentOfTheLag:
         for lag in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)):
             calls.update(prev=0, next=0)
             result = plan(timing, Misfire(policy=MisfirePolicy.ONCE, window_s=604_800), EPOCH, EPOCH + lag)
-            assert [f.slot for f in result.fires] == [EPOCH + lag - timedelta(seconds=6)]
+            catchup = [f.slot for f in result.fires if f.trigger is RunTrigger.CATCHUP]
+            assert catchup == [EPOCH + lag - timedelta(seconds=6)]
             counts.append(dict(calls))
-        assert counts == [{"prev": 1, "next": 1}] * 3
+        # One slot back for the catch-up; forward, the first slot not missed, then one step after
+        # each of the six slots inside the grace (fired normally), the last step giving the next slot.
+        assert counts == [{"prev": 1, "next": 7}] * 3

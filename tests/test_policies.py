@@ -6,13 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.misfire import MAX_CATCHUP, plan
+from scheduler.misfire import MAX_CATCHUP, Fire, SlotPlan, plan
 from scheduler.models import Misfire, MisfirePolicy, OverlapPolicy, RunTrigger
-from scheduler.overlap import Decision, decide
+from scheduler.overlap import Decision, decide, in_claim
 from scheduler.schedule import Timing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVERY_SECOND = Timing("@every 1s", "UTC", T0)
+
+
+def catchups(result: SlotPlan) -> list[Fire]:
+    return [f for f in result.fires if f.trigger is RunTrigger.CATCHUP]
 
 
 def misfire(policy: str, grace_s: int = 5, window_s: int = 3600) -> Misfire:
@@ -29,31 +33,55 @@ class TestMisfire:
         ]
         assert result.next_run_at == T0 + timedelta(seconds=11)
 
-    def test_skip_fires_nothing_and_resumes_at_the_first_slot_not_missed(self):
+    def test_skip_fires_no_missed_slot_and_the_due_slots_within_the_grace_normally(self):
         now = T0 + timedelta(seconds=100)
         result = plan(EVERY_SECOND, misfire("skip"), T0 + timedelta(seconds=1), now)
-        assert result.fires == []
-        assert result.next_run_at == now - timedelta(seconds=5)
+        assert [(f.slot, f.trigger) for f in result.fires] == [
+            (now - timedelta(seconds=s), RunTrigger.SCHEDULE) for s in range(5, -1, -1)
+        ]
+        assert result.next_run_at == now + timedelta(seconds=1)
+
+    @pytest.mark.parametrize("policy", list(MisfirePolicy))
+    def test_a_caught_up_job_is_back_on_schedule_whatever_the_next_claim_waits(self, policy):
+        # Resuming at the first slot not yet missed would leave the job at the edge of its grace:
+        # a claim a moment later would find that slot missed and catch the job up again.
+        now = T0 + timedelta(seconds=100)
+        result = plan(EVERY_SECOND, misfire(policy), T0 + timedelta(seconds=1), now)
+        assert result.next_run_at is not None
+        assert result.next_run_at > now
+        assert (
+            sum(f.trigger is RunTrigger.CATCHUP for f in result.fires)
+            == {"skip": 0, "once": 1, "all": 94}[policy]
+        )
+
+    def test_the_fires_within_a_long_grace_come_a_hundred_per_claim(self):
+        now = T0 + timedelta(hours=1)
+        result = plan(EVERY_SECOND, misfire("skip", grace_s=3000), T0, now)
+        assert [f.slot for f in result.fires] == [
+            now - timedelta(seconds=3000 - s) for s in range(MAX_CATCHUP)
+        ]
+        assert result.next_run_at == now - timedelta(seconds=3000 - MAX_CATCHUP)
 
     def test_once_fires_the_most_recent_missed_slot(self):
         now = T0 + timedelta(seconds=100)
         result = plan(EVERY_SECOND, misfire("once"), T0 + timedelta(seconds=1), now)
-        assert [(f.slot, f.trigger) for f in result.fires] == [
+        assert [(f.slot, f.trigger) for f in result.fires if f.trigger is RunTrigger.CATCHUP] == [
             (now - timedelta(seconds=6), RunTrigger.CATCHUP)
         ]
 
     def test_all_fires_every_missed_slot_up_to_a_hundred(self):
         now = T0 + timedelta(seconds=30)
         result = plan(EVERY_SECOND, misfire("all"), T0 + timedelta(seconds=1), now)
-        assert [f.slot for f in result.fires] == [T0 + timedelta(seconds=s) for s in range(1, 25)]
+        assert [f.slot for f in catchups(result)] == [T0 + timedelta(seconds=s) for s in range(1, 25)]
         long_outage = plan(EVERY_SECOND, misfire("all"), T0 + timedelta(seconds=1), T0 + timedelta(hours=2))
-        assert len(long_outage.fires) == MAX_CATCHUP
-        assert long_outage.fires[-1].slot == T0 + timedelta(hours=2, seconds=-6)
+        assert len(catchups(long_outage)) == MAX_CATCHUP
+        assert catchups(long_outage)[-1].slot == T0 + timedelta(hours=2, seconds=-6)
 
     def test_slots_older_than_the_window_never_fire(self):
         now = T0 + timedelta(hours=3)
         result = plan(EVERY_SECOND, misfire("once", window_s=60), T0 + timedelta(seconds=1), now)
         assert all(now - f.slot <= timedelta(seconds=60) for f in result.fires)
+        assert len(catchups(result)) == 1
         stale = plan(Timing("0 0 * * *", "UTC", T0), misfire("once", window_s=60), T0, now)
         assert stale.fires == []
         assert stale.next_run_at == T0 + timedelta(days=1)
@@ -72,3 +100,38 @@ class TestOverlap:
         assert decide(OverlapPolicy.QUEUE, active_runs=1, has_queued=False) is Decision.QUEUE
         assert decide(OverlapPolicy.QUEUE, active_runs=2, has_queued=True) is Decision.SKIP
         assert decide(OverlapPolicy.REPLACE, active_runs=1, has_queued=False) is Decision.REPLACE
+
+
+class TestOverlapWithinOneClaim:
+    """Several fires of one claim (a catch-up, the slots inside the grace) obey the policy among them."""
+
+    def test_skip_starts_the_oldest_and_skips_the_rest(self):
+        assert in_claim(OverlapPolicy.SKIP, Decision.START, 3, finishes_at_once=False) == [
+            Decision.START,
+            Decision.SKIP,
+            Decision.SKIP,
+        ]
+
+    def test_queue_starts_one_and_queues_one(self):
+        assert in_claim(OverlapPolicy.QUEUE, Decision.START, 3, finishes_at_once=False) == [
+            Decision.START,
+            Decision.QUEUE,
+            Decision.SKIP,
+        ]
+        assert in_claim(OverlapPolicy.QUEUE, Decision.QUEUE, 2, finishes_at_once=False) == [
+            Decision.QUEUE,
+            Decision.SKIP,
+        ]
+
+    def test_replace_keeps_the_newest(self):
+        assert in_claim(OverlapPolicy.REPLACE, Decision.REPLACE, 3, finishes_at_once=False) == [
+            Decision.SKIP,
+            Decision.SKIP,
+            Decision.REPLACE,
+        ]
+
+    def test_allow_and_actions_that_finish_inside_the_claim_run_every_fire(self):
+        assert (
+            in_claim(OverlapPolicy.ALLOW, Decision.START, 3, finishes_at_once=False) == [Decision.START] * 3
+        )
+        assert in_claim(OverlapPolicy.SKIP, Decision.START, 3, finishes_at_once=True) == [Decision.START] * 3

@@ -3,13 +3,16 @@
 A slot is *missed* when it is claimed more than ``grace_s`` after its time. A claim within the grace
 fires the slot normally. For missed slots, ``skip`` fires none, ``once`` fires the most recent one,
 and ``all`` fires each one inside ``window_s`` (the most recent 100 at most); those fires carry the
-trigger ``catchup``. A missed slot older than ``window_s`` never fires. Either way the job moves on to
-its first slot that is not missed, which the next claim fires normally when it is already due.
+trigger ``catchup``. A missed slot older than ``window_s`` never fires. The slots that are due but
+not missed yet are claimed now, within their grace, so they fire normally in the same claim (at most
+100), and the job moves on to its first slot after them. Deferring them to a later claim would put the
+job right at the edge of its grace, where any delay makes them missed in turn: a job would then be
+caught up again and again and never come back on schedule while runners are busy.
 
-A plan's cost does not grow with the lag: ``skip`` evaluates the schedule once (the next slot),
-``once`` twice (that and the slot it fires), ``all`` once per slot it fires plus one, because missed
-slots are found backwards from the present with `prev_fire` rather than by stepping forward through
-the outage.
+A plan's cost does not grow with the lag: missed slots are found backwards from the present with
+`prev_fire` (one evaluation for each slot fired, plus one) rather than by stepping forward through the
+outage, and the slots inside the grace cost one evaluation each, a number set by the grace and the
+schedule, never by how long the runners were away.
 """
 
 from __future__ import annotations
@@ -36,24 +39,38 @@ class SlotPlan(msgspec.Struct, frozen=True):
     """What a claim does with one due job."""
 
     fires: list[Fire]
+    """Oldest first: the catch-up fires, then the fires within the grace."""
     next_run_at: datetime | None
-    missed: int
-    """Missed slots seen (fired or not) inside the window, up to what was counted."""
 
 
 def plan(timing: Timing, misfire: Misfire, slot: datetime, now: datetime) -> SlotPlan:
     """Decide the fires for a job whose next slot ``slot`` is due at ``now`` (the database clock)."""
     grace = timedelta(seconds=misfire.grace_s)
     if now - slot <= grace:
-        return SlotPlan([Fire(slot, RunTrigger.SCHEDULE)], next_fire(timing, slot), 0)
+        return SlotPlan([Fire(slot, RunTrigger.SCHEDULE)], next_fire(timing, slot))
     missed_before = now - grace  # slots strictly earlier than this are missed
-    resume = next_fire(timing, max(slot, missed_before) - _ONE_US)
-    if misfire.policy is MisfirePolicy.SKIP:
-        return SlotPlan([], resume, 0)
-    window_start = max(slot, now - timedelta(seconds=misfire.window_s))
-    wanted = 1 if misfire.policy is MisfirePolicy.ONCE else MAX_CATCHUP
-    recent = last_fires(timing, window_start, missed_before, wanted)
-    return SlotPlan([Fire(s, RunTrigger.CATCHUP) for s in recent], resume, len(recent))
+    first_kept = next_fire(timing, max(slot, missed_before) - _ONE_US)
+    catchups: list[Fire] = []
+    if misfire.policy is not MisfirePolicy.SKIP:
+        window_start = max(slot, now - timedelta(seconds=misfire.window_s))
+        wanted = 1 if misfire.policy is MisfirePolicy.ONCE else MAX_CATCHUP
+        catchups = [
+            Fire(s, RunTrigger.CATCHUP) for s in last_fires(timing, window_start, missed_before, wanted)
+        ]
+    on_time, resume = _due_within_grace(timing, first_kept, now)
+    return SlotPlan(catchups + on_time, resume)
+
+
+def _due_within_grace(
+    timing: Timing, first: datetime | None, now: datetime
+) -> tuple[list[Fire], datetime | None]:
+    """The slots from ``first`` due at ``now`` (none missed), as normal fires, and the slot after them."""
+    fires: list[Fire] = []
+    moment = first
+    while moment is not None and moment <= now and len(fires) < MAX_CATCHUP:
+        fires.append(Fire(moment, RunTrigger.SCHEDULE))
+        moment = next_fire(timing, moment)
+    return fires, moment
 
 
 def last_fires(timing: Timing, low: datetime, high: datetime, count: int) -> list[datetime]:

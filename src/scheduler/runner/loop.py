@@ -410,18 +410,21 @@ class Runner:
                     and job.active_runs > 0
                     and await store.run_has_queued(conn, job_id=job.id)
                 )
-                decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
-                if decision is overlap.Decision.REPLACE:
+                local = is_local(job.action)
+                decisions = overlap.in_claim(
+                    job.overlap,
+                    overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued),
+                    len(slots.fires),
+                    finishes_at_once=local,
+                )
+                if decisions[-1] is overlap.Decision.REPLACE:
                     cancelled = await store.run_cancel_active_for_job(
                         conn, job_id=job.id, reason="replaced by a newer run (overlap policy replace)"
                     )
                     replaced = len(cancelled)
-                local = is_local(job.action)
-                for index, fire in enumerate(slots.fires):
+                for fire, decision in zip(slots.fires, decisions, strict=True):
                     status, available_in_s, error = RunStatus.RUNNING, None, None
-                    if decision is overlap.Decision.SKIP or (
-                        decision is overlap.Decision.QUEUE and index > 0
-                    ):
+                    if decision is overlap.Decision.SKIP:
                         status, error = RunStatus.SKIPPED, overlap.SKIP_REASON.format(policy=job.overlap)
                         counts.skipped += 1
                     elif decision is overlap.Decision.QUEUE:
