@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from bench.processes import scheduler_env
 from scheduler.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,15 +117,8 @@ def scalar(url: str, statement: str, params: Any = None) -> Any:
 @contextmanager
 def runners(url: str, count: int, **settings: Any) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Run ``count`` runner processes against ``url`` until the block ends (then SIGTERM them)."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "SCHEDULER_DATABASE_URL": url,
-            "SCHEDULER_LOG_LEVEL": "warning",  # the log action's null sink
-            "SCHEDULER_HTTP_ALLOW_NETS": "127.0.0.0/8",
-        }
-    )
-    env.update({f"SCHEDULER_{key.upper()}": str(value) for key, value in settings.items()})
+    # Log level warning: the log action's events go to a null sink.
+    env = scheduler_env(url, **({"http_allow_nets": "127.0.0.0/8"} | settings))
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "scheduler.runner"],

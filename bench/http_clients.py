@@ -17,15 +17,10 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -33,68 +28,13 @@ import aiohttp
 import httpx
 
 from bench.common import print_table, write_json
+from bench.processes import nginx
 from scheduler.models import HttpAction
 from scheduler.runner.actions import Attempt, OutboundClient, run_http_action
 
 BODY = b'{"probe": true}'
 HEADERS = {"content-type": "application/json"}
 WARMUP = 200
-
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 204; }}
-    }}
-}}
-"""
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def local_nginx() -> Iterator[str]:
-    """Run nginx answering 204 on a free loopback port; yield its base URL; stop it afterwards."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        raise SystemExit("nginx is not installed: apt-get install nginx-light (Debian/Ubuntu)")
-    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as workdir:
-        port = free_port()
-        conf = Path(workdir) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
-        proc = subprocess.Popen([binary, "-c", str(conf), "-p", workdir], stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"nginx did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
-                    )
-                time.sleep(0.05)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 async def drive(fire: Callable[[], Awaitable[None]], total: int, concurrency: int) -> dict[str, Any]:
@@ -235,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
     only = [part for part in args.only.split(",") if part]
-    with local_nginx() as url:
+    with nginx() as url:
         try:
             import uvloop  # noqa: PLC0415 - the runner's loop when installed
 

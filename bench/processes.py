@@ -51,6 +51,10 @@ def scheduler_env(url: str, **settings: Any) -> dict[str, str]:
         }
     )
     env.update({f"SCHEDULER_{key.upper()}": str(value) for key, value in settings.items()})
+    # To measure another checkout's service in the same run (a before/after pair), point this at its
+    # src/: the processes we start import the service from there, while the bench itself stays ours.
+    if other := os.environ.get("SCHEDULER_BENCH_SERVICE_SRC"):
+        env["PYTHONPATH"] = other
     return env
 
 

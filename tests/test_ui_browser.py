@@ -1,17 +1,21 @@
 """The web console in a real browser: Debian's chromium, a real API process with auth required, real runners.
 
-Each test saves a screenshot to docs/img/console-*.png. Without chromium these tests skip (saying
-`apt-get install chromium`), unless SCHEDULER_REQUIRE_BROWSER=1, where they fail (the `browser` fixture).
+Each test saves a screenshot, console-NAME.png, in `.artifacts/screenshots/` (where CI can keep them);
+`SCHEDULER_SCREENSHOT_DIR=docs/img make test` refreshes the README's pictures. Without chromium these
+tests skip (saying `apt-get install chromium`), unless SCHEDULER_REQUIRE_BROWSER=1, where they fail (the
+`browser` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +24,7 @@ import pytest
 from scheduler.ids import uuid7
 from tests.conftest import ROOT, OfflinePage, Procs, Receiver, create_api_key, start_api, wait_for
 
-SHOTS = ROOT / "docs" / "img"
+SHOTS = Path(os.environ.get("SCHEDULER_SCREENSHOT_DIR") or ROOT / ".artifacts" / "screenshots")
 TIMEOUT_MS = 20_000
 Sql = Callable[..., list[tuple[Any, ...]]]
 
@@ -87,7 +91,7 @@ def sign_in(page: Any, console: Console, key: str | None = None, then: str = "/u
 
 
 def shot(page: Any, name: str) -> None:
-    """Save the page as docs/img/console-NAME.png."""
+    """Save the page as console-NAME.png in the screenshot folder."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 

@@ -208,8 +208,12 @@ async def job_list(
     name_prefix: str | None = None,
     paused: bool | None = None,
     labels: dict[str, str] | None = None,
+    failing: bool = False,
 ) -> list[Job]:
-    """Return one page of the namespace's jobs in name order, after ``after_name``."""
+    """Return one page of the namespace's jobs in name order, after ``after_name``.
+
+    ``failing`` keeps only jobs whose last run did not succeed (the console's filter).
+    """
     prefix = name_prefix or ""
     params = {
         "namespace": namespace,
@@ -221,7 +225,7 @@ async def job_list(
         "limit": limit,
     }
     async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_list"), params)
+        await cur.execute(q("job_list_failing" if failing else "job_list"), params)
         return await cur.fetchall()
 
 
@@ -934,32 +938,6 @@ async def job_pause_notes(conn: AsyncConn, *, namespace: str, job_ids: Sequence[
         return {}
     cur = await conn.execute(q("job_pause_notes"), {"ids": list(job_ids), "namespace": namespace})
     return {row[0]: str(row[1]) for row in await cur.fetchall()}
-
-
-async def job_list_failing(
-    conn: AsyncConn,
-    *,
-    namespace: str,
-    after_name: str | None,
-    limit: int,
-    name_prefix: str | None = None,
-    paused: bool | None = None,
-    labels: dict[str, str] | None = None,
-) -> list[Job]:
-    """Like job_list, keeping only jobs whose last run did not succeed."""
-    prefix = name_prefix or ""
-    params = {
-        "namespace": namespace,
-        "after_name": after_name or "",
-        "prefix_low": prefix,
-        "prefix_high": prefix + _PAST_NAMES,
-        "labels": _json_encoder.encode(labels or {}).decode(),
-        "paused": paused,
-        "limit": limit,
-    }
-    async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_list_failing"), params)
-        return await cur.fetchall()
 
 
 class RecentOutcomes(msgspec.Struct, kw_only=True, frozen=True):

@@ -377,8 +377,7 @@ class ConsoleController(Controller):
         paused = {"paused": True, "active": False}.get(state)
         now = datetime.now(UTC)
         async with conn_for(request) as conn:
-            listing = store.job_list_failing if state == "failing" else store.job_list
-            found = await listing(
+            found = await store.job_list(
                 conn,
                 namespace=namespace,
                 after_name=after,
@@ -386,6 +385,7 @@ class ConsoleController(Controller):
                 name_prefix=prefix or None,
                 paused=paused,
                 labels=labels,
+                failing=state == "failing",
             )
             ids = [job.id for job in found]
             recent = await store.job_recent_outcomes(conn, job_ids=ids, now=now)
