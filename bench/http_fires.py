@@ -217,16 +217,17 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """Headline figures with issue 9's targets."""
     found: list[dict[str, Any]] = []
-    nginx_two = [r for r in results if r["receiver"] == "nginx" and r["runners"] == 2]
-    if nginx_two:
-        top = max(r["fires_per_s"] for r in nginx_two)
+    # A level counts only where the runners kept up: fires a level managed while falling behind
+    # are not a rate users can run at.
+    two = best(results, 2)
+    if two is not None:
         found.append(
             figure(
-                "succeeded on-schedule HTTP fires/s, 2 runners, nginx (best level)",
-                round(top),
+                "succeeded on-schedule HTTP fires/s, 2 runners, nginx (highest level kept up)",
+                round(two["fires_per_s"]),
                 "/s",
                 target=">= 5,000",
-                met=top >= 5_000,
+                met=two["fires_per_s"] >= 5_000,
             )
         )
     for count in sorted({r["runners"] for r in results if r["receiver"] == "nginx"}):
@@ -238,18 +239,22 @@ def summarize(
                 "jobs",
             )
         )
-    at_1000 = [r["p99_ms"] for r in results if r["receiver"] == "nginx" and r["jobs"] == 1_000]
-    if at_1000:
+    # The issue's target is for 2 runners, like its other figures; 1 runner is reported beside it.
+    for count in sorted({r["runners"] for r in results if r["receiver"] == "nginx"}):
+        at_1000 = [
+            r["p99_ms"]
+            for r in results
+            if r["receiver"] == "nginx" and r["jobs"] == 1_000 and r["runners"] == count
+        ]
+        if not at_1000:
+            continue
         worst = max(math.inf if p is None else p for p in at_1000)
-        found.append(
-            figure(
-                "p99 lateness at 1,000 HTTP fires/s (worst of the runner counts)",
-                round(worst, 1) if math.isfinite(worst) else "no fires",
-                "ms",
-                target="< 50 ms",
-                met=worst < 50,
-            )
-        )
+        measured = round(worst, 1) if math.isfinite(worst) else "no fires"
+        title = f"p99 lateness at 1,000 HTTP fires/s, {count} runner(s)"
+        if count == 2:
+            found.append(figure(title, measured, "ms", target="< 50 ms", met=worst < 50))
+        else:
+            found.append(figure(title, measured, "ms"))
     if slow is not None:
         found.append(
             figure(

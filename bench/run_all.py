@@ -28,6 +28,7 @@ PROGRAMS = [
     "http_fires",
     "http_peers",
     "recovery",
+    "claim_cost",
     "fire_throughput",
     "lateness",
     "api",
