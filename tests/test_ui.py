@@ -370,6 +370,20 @@ class TestPages:
         labelled = await client.get("/ui/jobs?label=team:web")
         assert labelled.text.count('name="ids"') == 28
 
+    async def test_the_failing_filter_shows_jobs_whose_last_run_did_not_succeed(
+        self, client: AsyncTestClient[Any], sql: Any
+    ) -> None:
+        """Only jobs whose last run ended other than succeeded; never-run jobs are not failing."""
+        for name in ("broken", "healthy", "fresh"):
+            await make_job(client, name)
+        sql("UPDATE jobs SET last_run_status = 'failed' WHERE name = 'broken'")
+        sql("UPDATE jobs SET last_run_status = 'succeeded' WHERE name = 'healthy'")
+        page = (await client.get("/ui/jobs?state=failing")).text
+        assert page.count('name="ids"') == 1
+        assert "broken" in page
+        assert "healthy" not in page
+        assert "fresh" not in page
+
     async def test_job_page_shows_schedule_words_and_dst_notes(self, client: AsyncTestClient[Any]) -> None:
         """The job page shows the schedule in words and its next fires in the job's zone."""
         job_id = await make_job(client, "nightly", schedule="30 2 * * *", timezone="America/New_York")

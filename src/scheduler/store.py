@@ -225,7 +225,7 @@ async def job_list(
         "limit": limit,
     }
     async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_list_failing" if failing else "job_list"), params)
+        await cur.execute(q("job_list_failing") if failing else q("job_list"), params)
         return await cur.fetchall()
 
 
