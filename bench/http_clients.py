@@ -77,17 +77,22 @@ async def httpx_plain(url: str, concurrency: int) -> AsyncIterator[Callable[[], 
         yield fire
 
 
+def _poster(session: aiohttp.ClientSession, url: str) -> Callable[[], Awaitable[None]]:
+    """One POST through ``session``, its body read, expecting nginx's 204."""
+
+    async def fire() -> None:
+        async with session.post(url, data=BODY, headers=HEADERS) as response:
+            await response.read()
+            assert response.status == 204  # noqa: S101
+
+    return fire
+
+
 @contextlib.asynccontextmanager
 async def aiohttp_plain(url: str, concurrency: int) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def fire() -> None:
-            async with session.post(url, data=BODY, headers=HEADERS) as response:
-                await response.read()
-                assert response.status == 204  # noqa: S101
-
-        yield fire
+        yield _poster(session, url)
 
 
 @contextlib.asynccontextmanager
@@ -95,14 +100,7 @@ async def aiohttp_guarded(url: str, concurrency: int) -> AsyncIterator[Callable[
     """The runner's session: address checks on every connection, no env proxy, no cookies."""
     client = OutboundClient(allow_nets=[ipaddress.ip_network("127.0.0.0/8")], max_connections=concurrency)
     async with client:
-        session = client.session
-
-        async def fire() -> None:
-            async with session.post(url, data=BODY, headers=HEADERS) as response:
-                await response.read()
-                assert response.status == 204  # noqa: S101
-
-        yield fire
+        yield _poster(client.session, url)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from scheduler.api.schemas import RunOut, RunPage
 from scheduler.api.state import conn_for, namespace_of
 from scheduler.db import AsyncConn
 from scheduler.ids import uuid7
-from scheduler.models import RETRYABLE_STATUSES, OverlapPolicy, Run, RunStatus, RunTrigger
+from scheduler.models import RETRYABLE_STATUSES, Job, OverlapPolicy, Run, RunStatus, RunTrigger
 
 
 def run_not_found(run_id: UUID) -> ProblemError:
@@ -129,14 +129,20 @@ async def _insert_retry(conn: AsyncConn, run: Run, attempt: int) -> Run:
 # the same rules. Each runs in the caller's transaction and raises the API's problems.
 
 
-async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
-    """Cancel a pending or running run (409 once finished); its runner is told at commit."""
+async def _run_with_locked_job(conn: AsyncConn, *, namespace: str, run_id: UUID) -> tuple[Run, Job]:
+    """The run and its job, the job's row locked (a run changes its job's counters); 404 for either gone."""
     run = await store.run_get(conn, namespace=namespace, run_id=run_id)
     if run is None:
         raise run_not_found(run_id)
     job = await store.job_lock(conn, namespace=namespace, job_id=run.job_id)
     if job is None:
         raise run_not_found(run_id)
+    return run, job
+
+
+async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
+    """Cancel a pending or running run (409 once finished); its runner is told at commit."""
+    run, job = await _run_with_locked_job(conn, namespace=namespace, run_id=run_id)
     cancelled = await store.run_cancel(
         conn, run_id=run.id, scheduled_for=run.scheduled_for, reason="cancelled by request"
     )
@@ -152,12 +158,7 @@ async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
 
 async def retry(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
     """Record the next attempt of a slot whose newest attempt failed, timed out, was cancelled or lost."""
-    run = await store.run_get(conn, namespace=namespace, run_id=run_id)
-    if run is None:
-        raise run_not_found(run_id)
-    job = await store.job_lock(conn, namespace=namespace, job_id=run.job_id)
-    if job is None:
-        raise run_not_found(run_id)
+    run, job = await _run_with_locked_job(conn, namespace=namespace, run_id=run_id)
     if run.status not in RETRYABLE_STATUSES:
         raise ProblemError(
             409,
