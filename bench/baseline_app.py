@@ -17,7 +17,7 @@ from typing import Any
 from litestar import Litestar, Request, get
 
 from scheduler.config import load_settings
-from scheduler.db import make_pool
+from scheduler.db.connections import make_pool
 
 SELECT_ONE = b"SELECT 1"
 

@@ -26,7 +26,7 @@ from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, scalar, seed_jobs
 from bench.summary import figure
 from scheduler.config import load_settings
-from scheduler.db import RunnerPool
+from scheduler.db.connections import RunnerPool
 from scheduler.logs import configure_logging
 from scheduler.runner.loop import Runner
 from scheduler.runner.service import http_client

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from bench.processes import scheduler_env
-from scheduler.migrate import migrate
+from scheduler.db.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

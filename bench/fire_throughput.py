@@ -22,8 +22,8 @@ import psycopg
 from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, runners, scalar, seed_jobs
 from bench.summary import figure
+from scheduler.db.queries import q
 from scheduler.ids import uuid7
-from scheduler.queries import q
 
 DB = "scheduler_bench_fire"
 CEILING_BATCH = 500

@@ -29,7 +29,7 @@ import httpx
 
 from bench.common import print_table, write_json
 from bench.processes import nginx
-from scheduler.models import HttpAction
+from scheduler.domain.models import HttpAction
 from scheduler.runner.actions import Attempt, OutboundClient, run_http_action
 
 BODY = b'{"probe": true}'

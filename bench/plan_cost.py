@@ -21,9 +21,9 @@ from importlib import resources
 from typing import Any
 
 from bench.common import print_table, write_json
-from scheduler import misfire
-from scheduler.models import Misfire, MisfirePolicy
-from scheduler.schedule import Timing, next_fire, prev_fire
+from scheduler.domain import misfire
+from scheduler.domain.models import Misfire, MisfirePolicy
+from scheduler.domain.schedule import Timing, next_fire, prev_fire
 
 NOW = datetime(2026, 3, 29, 12, 0, 0, tzinfo=UTC)
 SCHEDULES = (

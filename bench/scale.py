@@ -33,7 +33,7 @@ from bench.database import drop_database, fresh_database, now, seed_jobs
 from bench.processes import api_server
 from bench.summary import figure, print_targets
 from scheduler.api.jobs import encode_cursor
-from scheduler.queries import q
+from scheduler.db.queries import q
 
 DB = "scheduler_bench_scale"
 PAGE = 50

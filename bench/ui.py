@@ -25,7 +25,7 @@ from bench.database import drop_database, fresh_database, seed_jobs
 from scheduler.api.app import create_app
 from scheduler.api.jobs import encode_cursor
 from scheduler.config import load_settings
-from scheduler.queries import q
+from scheduler.db.queries import q
 
 DB = "bench_ui"
 TARGET_MS = 200.0

@@ -30,12 +30,12 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from scheduler import db, store
 from scheduler.api.app import create_app
 from scheduler.api.auth import key_hash, new_key
 from scheduler.config import Settings, load_settings
+from scheduler.db import connections, store
+from scheduler.db.migrate import migrate
 from scheduler.ids import uuid7
-from scheduler.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -71,7 +71,7 @@ def server_url() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    from scheduler.embedded import start, stop  # noqa: PLC0415
+    from scheduler.cli.embedded import start, stop  # noqa: PLC0415
 
     data = Path(tempfile.mkdtemp(prefix="scheduler-test-pg-"))
     url, server = start(data / "pgdata")
@@ -343,7 +343,7 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, what: s
 async def create_api_key(db_url: str, namespace: str) -> str:
     """Make an API key for ``namespace`` the way `scheduler keys create` does; return the key."""
     key = new_key()
-    conn = await db.connect(db_url, application_name="tests")
+    conn = await connections.connect(db_url, application_name="tests")
     async with conn, conn.transaction():
         await store.namespace_ensure(conn, name=namespace)
         await store.api_key_insert(

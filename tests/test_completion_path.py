@@ -19,11 +19,11 @@ from uuid import UUID
 import pytest
 from litestar.testing import AsyncTestClient
 
-from scheduler import store
 from scheduler.api.app import create_app
-from scheduler.db import make_pool
+from scheduler.db import store
+from scheduler.db.connections import make_pool
+from scheduler.domain.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
-from scheduler.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.runner.loop import Finished, Runner
 from scheduler.runner.service import http_client
 from tests.conftest import Proc, create_api_key, eventually, settings_for

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from scheduler.cli import build_parser
+from scheduler.cli.main import build_parser
 from scheduler.config import Settings, load_settings
 from tests.conftest import ROOT, Procs, free_port, start_api
 
@@ -209,7 +209,7 @@ class TestContainerfile:
     def test_the_entrypoint_is_the_packages_console_script(self, final):
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())
         assert final.last("ENTRYPOINT").exec_form() == ["scheduler"]
-        assert project["project"]["scripts"]["scheduler"] == "scheduler.cli:main"
+        assert project["project"]["scripts"]["scheduler"] == "scheduler.cli.main:main"
 
 
 RUNNERS = ("runner-1", "runner-2")

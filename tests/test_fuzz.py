@@ -27,7 +27,7 @@ from scheduler.api.app import create_app
 from scheduler.api.problems import NUL_MESSAGE
 from scheduler.api.schemas import JobCreate, JobPatch, PreviewIn
 from scheduler.config import load_settings
-from scheduler.models import HttpAction, LogAction, Misfire, RetryPolicy
+from scheduler.domain.models import HttpAction, LogAction, Misfire, RetryPolicy
 from tests.conftest import Proc, Procs, _admin, url_for, wait_for
 
 # Cases per operation: with 16 operations this makes a few hundred requests in all.

@@ -527,7 +527,7 @@ class TestRetention:
     """Runs are partitioned by day; partitions are made ahead and dropped past the retention."""
 
     async def test_upkeep_creates_ahead_and_drops_expired_partitions(self, db_url, sql):
-        from scheduler.db import make_pool  # noqa: PLC0415
+        from scheduler.db.connections import make_pool  # noqa: PLC0415
         from scheduler.runner.loop import Runner  # noqa: PLC0415
         from scheduler.runner.service import http_client  # noqa: PLC0415
         from tests.conftest import settings_for  # noqa: PLC0415
@@ -555,9 +555,9 @@ class TestDatabaseRestart:
     """PostgreSQL itself restarts under a runner: it logs it, backs off, reconnects, loses nothing."""
 
     async def test_runner_rides_out_a_postgres_restart(self, tmp_path):
-        from scheduler.embedded import start as start_embedded  # noqa: PLC0415
-        from scheduler.embedded import stop as stop_embedded  # noqa: PLC0415
-        from scheduler.migrate import migrate  # noqa: PLC0415
+        from scheduler.cli.embedded import start as start_embedded  # noqa: PLC0415
+        from scheduler.cli.embedded import stop as stop_embedded  # noqa: PLC0415
+        from scheduler.db.migrate import migrate  # noqa: PLC0415
         from tests.conftest import Procs  # noqa: PLC0415
 
         data = tmp_path / "pgdata"

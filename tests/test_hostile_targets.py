@@ -28,7 +28,7 @@ from uuid import uuid4
 
 import pytest
 
-from scheduler.models import HttpAction, RunStatus
+from scheduler.domain.models import HttpAction, RunStatus
 from scheduler.runner.actions import OUTPUT_LIMIT, Attempt, Result, output_text, run_http_action
 from scheduler.runner.service import http_client
 from tests.conftest import eventually, settings_for

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler import schedule
-from scheduler.misfire import MAX_CATCHUP, plan
-from scheduler.models import Misfire, MisfirePolicy, RunTrigger
-from scheduler.schedule import Timing, next_fire
+from scheduler.domain import schedule
+from scheduler.domain.misfire import MAX_CATCHUP, plan
+from scheduler.domain.models import Misfire, MisfirePolicy, RunTrigger
+from scheduler.domain.schedule import Timing, next_fire
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 SCHEDULES = [

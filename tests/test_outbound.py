@@ -25,8 +25,9 @@ import aiohttp
 import pytest
 
 from scheduler.config import ConfigError, load_settings
-from scheduler.models import HttpAction, RunStatus
-from scheduler.netguard import (
+from scheduler.domain.models import HttpAction, RunStatus
+from scheduler.runner.actions import OUTPUT_LIMIT, Attempt, run_http_action
+from scheduler.runner.outbound import (
     BlockedAddressError,
     GuardedResolver,
     IPAddress,
@@ -37,7 +38,6 @@ from scheduler.netguard import (
     literal_address,
     numeric_ipv4,
 )
-from scheduler.runner.actions import OUTPUT_LIMIT, Attempt, run_http_action
 from scheduler.runner.service import http_client
 from tests.conftest import eventually, settings_for
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.misfire import MAX_CATCHUP, Fire, SlotPlan, plan
-from scheduler.models import Misfire, MisfirePolicy, OverlapPolicy, RunTrigger
-from scheduler.overlap import Decision, decide, in_claim
-from scheduler.schedule import Timing
+from scheduler.domain.misfire import MAX_CATCHUP, Fire, SlotPlan, plan
+from scheduler.domain.models import Misfire, MisfirePolicy, OverlapPolicy, RunTrigger
+from scheduler.domain.overlap import Decision, decide, in_claim
+from scheduler.domain.schedule import Timing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVERY_SECOND = Timing("@every 1s", "UTC", T0)

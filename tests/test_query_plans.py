@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from scheduler.queries import q
+from scheduler.db.queries import q
 from tests.conftest import url_for
 
 JOBS = 20_000

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
-from scheduler.devserver import URL_FILE
+from scheduler.cli.devserver import URL_FILE
 from tests.conftest import ROOT, Procs, free_port, wait_for
 
 DOCS = sorted((ROOT / "docs").glob("*.md"))

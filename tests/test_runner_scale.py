@@ -13,10 +13,10 @@ from uuid import UUID
 
 import pytest
 
-from scheduler import db, store
-from scheduler.db import RunnerPool
+from scheduler.db import connections, store
+from scheduler.db.connections import RunnerPool
+from scheduler.domain.models import LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
-from scheduler.models import LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.runner.actions import Attempt
 from scheduler.runner.loop import HEARTBEAT_BATCH, Runner, SigningKeys, Work, _InFlight
 from scheduler.runner.service import http_client
@@ -36,11 +36,11 @@ async def pool(db_url) -> AsyncIterator[RunnerPool]:
 class Counting:
     """A pool that counts the connections it lends (the database behind it is real)."""
 
-    def __init__(self, pool: db.ConnectionSource) -> None:
+    def __init__(self, pool: connections.ConnectionSource) -> None:
         self.pool = pool
         self.lent = 0
 
-    def connection(self) -> AbstractAsyncContextManager[db.AsyncConn]:
+    def connection(self) -> AbstractAsyncContextManager[connections.AsyncConn]:
         self.lent += 1
         return self.pool.connection()
 

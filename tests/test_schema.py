@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psycopg
 
-from scheduler.migrate import available, migrate
-from scheduler.queries import all_queries, parse
+from scheduler.db.migrate import available, migrate
+from scheduler.db.queries import all_queries, parse
 from tests.conftest import ROOT, url_for
 
 

@@ -21,10 +21,10 @@ from litestar.testing import AsyncTestClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from scheduler.api.app import create_app
-from scheduler.models import HttpAction, RunStatus
+from scheduler.domain.models import HttpAction, RunStatus
+from scheduler.domain.webhooks import message_id, new_secret, sign
 from scheduler.runner.actions import Attempt, run_http_action
 from scheduler.runner.service import http_client
-from scheduler.webhooks import message_id, new_secret, sign
 from tests.conftest import Received, create_api_key, eventually, settings_for
 
 

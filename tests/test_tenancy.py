@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from scheduler import db, store
 from scheduler.api.app import create_app
+from scheduler.db import connections, store
 from tests.conftest import create_api_key, settings_for
 
 
@@ -141,7 +141,7 @@ class TestAuthentication:
     async def test_every_kind_of_bad_key_gets_the_same_401(self, db_url):
         live = await create_api_key(db_url, "alpha")
         revoked = await create_api_key(db_url, "alpha")
-        conn = await db.connect(db_url, application_name="tests")
+        conn = await connections.connect(db_url, application_name="tests")
         async with conn:
             assert await store.api_key_revoke(conn, key=revoked[:12]) is not None
         app = create_app(settings_for(db_url, auth="required"))

@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from scheduler.api.app import create_app
 from scheduler.api.jobs import encode_cursor
-from scheduler.schedule import Timing
+from scheduler.domain.schedule import Timing
 from scheduler.ui import session
 from scheduler.ui.timing import describe, upcoming
 from tests.conftest import create_api_key, settings_for

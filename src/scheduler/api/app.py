@@ -25,7 +25,7 @@ from scheduler.api.problems import EXCEPTION_HANDLERS
 from scheduler.api.runs import RunController
 from scheduler.api.system import docs, healthz, metrics_route, preview, readyz
 from scheduler.config import Settings, load_settings
-from scheduler.db import make_pool
+from scheduler.db.connections import make_pool
 from scheduler.logs import configure_logging
 from scheduler.metrics import ApiMetrics
 from scheduler.ui.pages import ConsoleController, static_router, template_config

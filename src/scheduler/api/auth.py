@@ -13,11 +13,11 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
-from scheduler import store
 from scheduler.api.limits import RateLimiter, retry_after
 from scheduler.api.problems import problem_response
 from scheduler.api.state import NAMESPACE_KEY, live_connection
 from scheduler.config import Settings
+from scheduler.db import store
 
 DEFAULT_NAMESPACE = "default"
 KEY_PREFIX = "sk_"

@@ -15,7 +15,6 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
-from scheduler import overlap, schedule, store
 from scheduler.api.problems import (
     NUL_MESSAGE,
     FieldError,
@@ -37,10 +36,12 @@ from scheduler.api.schemas import (
     check_policies,
 )
 from scheduler.api.state import conn_for, namespace_of, settings_of
-from scheduler.db import AsyncConn
+from scheduler.db import store
+from scheduler.db.connections import AsyncConn
+from scheduler.domain import overlap, schedule
+from scheduler.domain.models import Job, OverlapPolicy, Run, RunStatus, RunTrigger
+from scheduler.domain.schedule import ScheduleError, Timing
 from scheduler.ids import uuid7
-from scheduler.models import Job, OverlapPolicy, Run, RunStatus, RunTrigger
-from scheduler.schedule import ScheduleError, Timing
 
 _NAME = re.compile(NAME_PATTERN)
 

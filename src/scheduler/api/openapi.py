@@ -34,9 +34,9 @@ from litestar.openapi.spec import (
 )
 from litestar.types import Method
 
-from scheduler import models
 from scheduler.api import auth, schemas
 from scheduler.api.problems import PROBLEM_JSON, Problem
+from scheduler.domain import models
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSETS_PATH = "/docs/assets"

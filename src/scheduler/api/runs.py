@@ -10,14 +10,14 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from scheduler import store
 from scheduler.api.jobs import decode_cursor, encode_cursor
 from scheduler.api.problems import ProblemError, invalid, problem_responses
 from scheduler.api.schemas import RunOut, RunPage
 from scheduler.api.state import conn_for, namespace_of
-from scheduler.db import AsyncConn
+from scheduler.db import store
+from scheduler.db.connections import AsyncConn
+from scheduler.domain.models import RETRYABLE_STATUSES, Job, OverlapPolicy, Run, RunStatus, RunTrigger
 from scheduler.ids import uuid7
-from scheduler.models import RETRYABLE_STATUSES, Job, OverlapPolicy, Run, RunStatus, RunTrigger
 
 
 def run_not_found(run_id: UUID) -> ProblemError:

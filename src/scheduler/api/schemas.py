@@ -11,7 +11,7 @@ from uuid import UUID
 import msgspec
 
 from scheduler.api.problems import FieldError
-from scheduler.models import (
+from scheduler.domain.models import (
     Action,
     HttpAction,
     Job,

@@ -12,7 +12,7 @@ from litestar import Request
 from psycopg_pool import AsyncConnectionPool
 
 from scheduler.config import Settings
-from scheduler.db import AsyncConn
+from scheduler.db.connections import AsyncConn
 
 NAMESPACE_KEY = "scheduler.namespace"
 REQUEST_ID_KEY = "scheduler.request_id"

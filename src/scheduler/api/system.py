@@ -9,12 +9,13 @@ from litestar import Request, Response, get, post
 from litestar.params import JSONBody
 from litestar.response import Redirect
 
-from scheduler import schedule, store
 from scheduler.api.problems import invalid, problem_response, problem_responses
 from scheduler.api.schemas import Health, NextRuns, PreviewIn, check_instant
 from scheduler.api.state import conn_for
+from scheduler.db import store
+from scheduler.domain import schedule
+from scheduler.domain.schedule import ScheduleError, Timing
 from scheduler.metrics import ApiMetrics
-from scheduler.schedule import ScheduleError, Timing
 
 
 @get("/healthz", tags=["system"])

@@ -21,8 +21,9 @@ from yarl import URL
 
 from scheduler import __version__
 from scheduler.config import Network
-from scheduler.models import Action, HttpAction, LogAction, RunStatus
-from scheduler.netguard import (
+from scheduler.domain.models import Action, HttpAction, LogAction, RunStatus
+from scheduler.domain.webhooks import message_id, sign
+from scheduler.runner.outbound import (
     BlockedAddressError,
     IPAddress,
     OutboundClient,
@@ -31,7 +32,6 @@ from scheduler.netguard import (
     check_literal,
     literal_address,
 )
-from scheduler.webhooks import message_id, sign
 
 OUTPUT_LIMIT = 4096
 # Compressed bytes read for one output at most, so a body that inflates to almost nothing cannot

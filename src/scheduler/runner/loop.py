@@ -33,12 +33,14 @@ import psycopg
 import structlog
 from psycopg_pool import PoolTimeout
 
-from scheduler import db, misfire, overlap, store
 from scheduler.config import Settings
+from scheduler.db import connections, store
+from scheduler.domain import misfire, overlap
+from scheduler.domain.models import Action, LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.domain.schedule import ScheduleError
+from scheduler.domain.webhooks import new_secret
 from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
-from scheduler.models import Action, LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
-from scheduler.netguard import OutboundClient
 from scheduler.runner.actions import (
     OUTPUT_LIMIT,
     Attempt,
@@ -47,8 +49,7 @@ from scheduler.runner.actions import (
     run_http_action,
     run_log_action,
 )
-from scheduler.schedule import ScheduleError
-from scheduler.webhooks import new_secret
+from scheduler.runner.outbound import OutboundClient
 
 log = structlog.get_logger("scheduler.runner")
 
@@ -187,7 +188,7 @@ class SigningKeys:
 
     TTL_S = 30.0
 
-    def __init__(self, pool: db.ConnectionSource) -> None:
+    def __init__(self, pool: connections.ConnectionSource) -> None:
         """Start with an empty cache."""
         self._pool = pool
         self._cache: dict[str, tuple[list[str], float]] = {}
@@ -242,7 +243,7 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        pool: db.ConnectionSource,
+        pool: connections.ConnectionSource,
         client: OutboundClient,
         metrics: RunnerMetrics | None = None,
     ) -> None:
@@ -377,7 +378,7 @@ class Runner:
 
     async def _plan(
         self,
-        conn: db.AsyncConn,
+        conn: connections.AsyncConn,
         due: Sequence[store.DueJob],
         now: datetime,
         counts: ClaimCounts,
@@ -862,7 +863,7 @@ class Runner:
         backoff = _Backoff()
         while not self._stopping:
             try:
-                conn = await db.connect(url, application_name="scheduler-runner-listen")
+                conn = await connections.connect(url, application_name="scheduler-runner-listen")
                 async with conn:
                     await store.listen(conn)
                     self._recovered(backoff, "listen")

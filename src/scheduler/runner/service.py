@@ -11,11 +11,11 @@ import structlog
 from prometheus_client import start_http_server
 
 from scheduler.config import ConfigError, Settings, load_settings
-from scheduler.db import RunnerPool
+from scheduler.db.connections import RunnerPool
 from scheduler.logs import configure_logging
 from scheduler.metrics import RunnerMetrics
-from scheduler.netguard import OutboundClient
 from scheduler.runner.loop import Runner
+from scheduler.runner.outbound import OutboundClient
 
 log = structlog.get_logger("scheduler.runner")
 

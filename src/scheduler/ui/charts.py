@@ -7,7 +7,7 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 
-from scheduler.models import Run, RunStatus
+from scheduler.domain.models import Run, RunStatus
 
 _STRIP_CELL = 5
 _STRIP_HEIGHT = 14

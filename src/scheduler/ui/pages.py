@@ -27,15 +27,15 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from scheduler import store
 from scheduler.api import jobs as job_rules
 from scheduler.api import runs as run_rules
 from scheduler.api.jobs import decode_cursor, encode_cursor, timing_of
 from scheduler.api.problems import ProblemError
 from scheduler.api.schemas import NAME_PATTERN, JobPatch
 from scheduler.api.state import conn_for, settings_of
-from scheduler.models import RETRYABLE_STATUSES, HttpAction, Job, Run, RunStatus, RunTrigger
-from scheduler.schedule import zone
+from scheduler.db import store
+from scheduler.domain.models import RETRYABLE_STATUSES, HttpAction, Job, Run, RunStatus, RunTrigger
+from scheduler.domain.schedule import zone
 from scheduler.ui import charts, session
 from scheduler.ui.timing import describe, upcoming
 

@@ -20,9 +20,9 @@ from typing import Any
 import msgspec
 from litestar import Request
 
-from scheduler import store
 from scheduler.api.auth import DEFAULT_NAMESPACE, KEY_PREFIX, key_hash
 from scheduler.api.state import conn_for, settings_of
+from scheduler.db import store
 
 COOKIE = "scheduler_console"
 SESSION_TTL_S = 12 * 3600

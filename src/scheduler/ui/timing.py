@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from scheduler import schedule
-from scheduler.schedule import Cron, Every, ScheduleError, Timing
+from scheduler.domain import schedule
+from scheduler.domain.schedule import Cron, Every, ScheduleError, Timing
 
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _DAY_TOKENS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from scheduler.models import OverlapPolicy
+from scheduler.domain.models import OverlapPolicy
 
 
 class Decision(StrEnum):

@@ -15,9 +15,9 @@ from uuid import UUID
 import msgspec
 from psycopg.rows import RowMaker
 
-from scheduler.db import AsyncConn
-from scheduler.ids import uuid7, uuid7_time
-from scheduler.models import (
+from scheduler.db.connections import AsyncConn
+from scheduler.db.queries import q
+from scheduler.domain.models import (
     MISFIRE_POLICY,
     OVERLAP_POLICY,
     RUN_STATUS,
@@ -33,8 +33,8 @@ from scheduler.models import (
     RunStatus,
     RunTrigger,
 )
-from scheduler.queries import q
-from scheduler.schedule import Timing
+from scheduler.domain.schedule import Timing
+from scheduler.ids import uuid7, uuid7_time
 
 _action_decoder = msgspec.json.Decoder(Action)
 _labels_decoder = msgspec.json.Decoder(dict[str, str])

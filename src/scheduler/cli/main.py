@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 
 from scheduler import __version__
-from scheduler.client import add_jobs_parser, jobs_command
+from scheduler.cli.client import add_jobs_parser, jobs_command
 from scheduler.config import ConfigError, Settings, load_settings
 
 
@@ -29,7 +29,7 @@ def _database_url(settings: Settings, *, embedded: bool = False) -> str:
     if settings.database_url is not None:
         return settings.database_url
     if embedded:
-        from scheduler.devserver import URL_FILE, embedded_url  # noqa: PLC0415
+        from scheduler.cli.devserver import URL_FILE, embedded_url  # noqa: PLC0415
 
         url = embedded_url()
         if url is not None:
@@ -43,8 +43,8 @@ def _database_url(settings: Settings, *, embedded: bool = False) -> str:
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     """Apply pending migrations."""
+    from scheduler.db.migrate import migrate  # noqa: PLC0415
     from scheduler.logs import configure_logging  # noqa: PLC0415 - keep `scheduler --help` fast
-    from scheduler.migrate import migrate  # noqa: PLC0415
 
     settings = _settings()
     configure_logging(settings)
@@ -93,14 +93,14 @@ def cmd_runner(_: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Run everything locally (what `make run` does)."""
-    from scheduler.devserver import run_dev  # noqa: PLC0415
+    from scheduler.cli.devserver import run_dev  # noqa: PLC0415
 
     return run_dev(host=args.host, port=args.port)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys."""
-    from scheduler.keys import keys_command  # noqa: PLC0415
+    from scheduler.cli.keys import keys_command  # noqa: PLC0415
 
     return asyncio.run(keys_command(args, _database_url(_settings(), embedded=True)))
 
@@ -112,7 +112,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_secrets(args: argparse.Namespace) -> int:
     """Show or rotate a namespace's webhook signing secrets."""
-    from scheduler.secrets_cli import secrets_command  # noqa: PLC0415
+    from scheduler.cli.webhook_secrets import secrets_command  # noqa: PLC0415
 
     return asyncio.run(secrets_command(args, _database_url(_settings(), embedded=True)))
 

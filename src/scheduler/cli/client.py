@@ -15,7 +15,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scheduler import __version__
-from scheduler.models import MisfirePolicy, OverlapPolicy, RunStatus
+from scheduler.domain.models import MisfirePolicy, OverlapPolicy, RunStatus
 
 if TYPE_CHECKING:
     from scheduler.config import Settings

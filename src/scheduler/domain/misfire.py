@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from scheduler.models import Misfire, MisfirePolicy, RunTrigger
-from scheduler.schedule import Timing, next_fire, prev_fire
+from scheduler.domain.models import Misfire, MisfirePolicy, RunTrigger
+from scheduler.domain.schedule import Timing, next_fire, prev_fire
 
 MAX_CATCHUP = 100
 _ONE_US = timedelta(microseconds=1)

@@ -7,8 +7,8 @@ import re
 import sys
 from datetime import UTC, datetime
 
-from scheduler import db, store
-from scheduler.webhooks import new_secret
+from scheduler.db import connections, store
+from scheduler.domain.webhooks import new_secret
 
 DEFAULT_GRACE_S = 24 * 3600
 # How long a runner may keep signing with the secrets it read (its cache of them).
@@ -30,7 +30,7 @@ async def secrets_command(args: argparse.Namespace, url: str) -> int:
     if args.secrets_command == "rotate" and grace_s < 0:
         print("scheduler secrets: --grace-s must be 0 or more", file=sys.stderr)  # noqa: T201
         return 2
-    conn = await db.connect(url, application_name="scheduler-secrets")
+    conn = await connections.connect(url, application_name="scheduler-secrets")
     async with conn:
         if args.secrets_command == "rotate":
             async with conn.transaction():

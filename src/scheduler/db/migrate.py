@@ -8,11 +8,11 @@ from pathlib import Path
 
 import structlog
 
-from scheduler import db
-from scheduler.queries import q, sql_dir
+from scheduler.db import connections
+from scheduler.db.queries import q, sql_dir
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-log = structlog.get_logger("scheduler.migrate")
+log = structlog.get_logger("scheduler.db.migrate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def migrate(url: str) -> list[int]:
     concurrent calls (several containers starting at once) safe: the later ones wait, then skip.
     """
     applied_now: list[int] = []
-    with db.connect_sync(url, application_name="scheduler-migrate") as conn:
+    with connections.connect_sync(url, application_name="scheduler-migrate") as conn:
         conn.execute(q("migration_lock"))
         try:
             conn.execute(q("migration_table_create"))

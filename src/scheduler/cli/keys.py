@@ -6,8 +6,8 @@ import argparse
 import re
 import sys
 
-from scheduler import db, store
 from scheduler.api.auth import key_hash, new_key
+from scheduler.db import connections, store
 from scheduler.ids import uuid7
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -15,7 +15,7 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 async def keys_command(args: argparse.Namespace, url: str) -> int:
     """Run one keys subcommand; print what it did."""
-    conn = await db.connect(url, application_name="scheduler-keys")
+    conn = await connections.connect(url, application_name="scheduler-keys")
     async with conn:
         if args.keys_command == "create":
             if not _NAMESPACE.match(args.namespace):

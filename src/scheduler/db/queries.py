@@ -28,10 +28,10 @@ def sql_dir() -> Path:
 
     A wheel carries it inside the package; a source checkout (editable install) has it at the top.
     """
-    packaged = Path(__file__).with_name("sql")
+    packaged = Path(__file__).parents[1] / "sql"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "sql"
+    return Path(__file__).resolve().parents[3] / "sql"
 
 
 def parse(text: str, source: str) -> dict[str, Query]:

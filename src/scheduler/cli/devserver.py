@@ -16,11 +16,11 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
+from scheduler.cli.embedded import EmbeddedUnavailableError
+from scheduler.cli.embedded import start as start_embedded
+from scheduler.cli.embedded import stop as stop_embedded
 from scheduler.config import ConfigError, load_settings
-from scheduler.embedded import EmbeddedUnavailableError
-from scheduler.embedded import start as start_embedded
-from scheduler.embedded import stop as stop_embedded
-from scheduler.migrate import migrate
+from scheduler.db.migrate import migrate
 
 DATA_DIR = Path(".scheduler") / "pgdata"
 # Where `scheduler dev` leaves the embedded server's URL while it runs, so that admin commands started

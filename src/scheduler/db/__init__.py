@@ -1,0 +1,1 @@
+"""Persistence: connections, the named queries of sql/, the typed store over them, migrations."""

@@ -1,0 +1,1 @@
+"""The rules of the service, pure and clock-free: jobs and runs, schedules, policies, webhook signing."""
