@@ -51,7 +51,7 @@ def _ceiling_worker(url: str, stop_at: float, counter: Any) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < stop_at:
             with conn.transaction():
-                due = conn.execute(q("job_claim_due"), {"limit": CEILING_BATCH}).fetchall()
+                due = conn.execute(q("job_claim_due"), {"limit": CEILING_BATCH, "now": None}).fetchall()
                 if not due:
                     continue
                 ids = [row[0] for row in due]
@@ -74,6 +74,7 @@ def _ceiling_worker(url: str, stop_at: float, counter: Any) -> None:
                         "active_deltas": [0] * len(ids),
                         "runner": runner,
                         "lease_s": 30.0,
+                        "now": None,
                     },
                 )
             with counter.get_lock():

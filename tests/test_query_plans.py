@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -133,8 +133,9 @@ class TestHotQueriesUseTheirIndexes:
     into a scan of the table.
     """
 
-    def test_the_claim_walks_jobs_due_idx_in_slot_order(self, planned):
-        nodes = plan_of(planned, "job_claim_due", {"limit": 500})
+    @pytest.mark.parametrize("now", [None, datetime(2026, 1, 1, tzinfo=UTC)], ids=["db clock", "passed"])
+    def test_the_claim_walks_jobs_due_idx_in_slot_order(self, planned, now):
+        nodes = plan_of(planned, "job_claim_due", {"limit": 500, "now": now})
 
         assert indexes_read(nodes, "jobs") == {"jobs": {"jobs_due_idx"}}
         assert not any(n["Node Type"] == "Sort" for n in nodes)

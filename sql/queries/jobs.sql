@@ -86,14 +86,14 @@ DELETE FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s RETURNING id
 -- name: job_claim_due
 -- The heart of the runner: lock up to `limit` due jobs in slot order, skipping rows another runner
 -- holds. The partial index jobs_due_idx serves both the filter and the order, and the database clock
--- (now()) decides what is due, whatever the runners' clocks say.
+-- (now()) decides what is due, whatever the runners' clocks say; a test passes `now` instead.
 SELECT
     j.id, j.namespace, j.name, j.schedule, j.timezone, j.start_at, j.end_at, j.anchor_at,
     j.next_run_at, j.action, j.timeout_s, j.retry_max_attempts, j.retry_min_backoff_s,
     j.retry_max_backoff_s, j.misfire_policy, j.misfire_grace_s, j.misfire_window_s, j.overlap,
-    j.active_runs, now() AS db_now
+    j.active_runs, coalesce(%(now)s::timestamptz, now()) AS db_now
 FROM jobs j
-WHERE j.next_run_at <= now()
+WHERE j.next_run_at <= coalesce(%(now)s::timestamptz, now())
 ORDER BY j.next_run_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -110,6 +110,8 @@ SELECT
     extract(epoch FROM (SELECT min(available_at) FROM runs WHERE status = 'pending') - now())
 
 -- name: job_due_backlog
--- The backlog gauge: jobs due now and not yet claimed, counted on the due index and capped so a
--- huge backlog costs a bounded scan.
-SELECT count(*) FROM (SELECT 1 FROM jobs WHERE next_run_at <= now() LIMIT 1000000) AS due
+-- The backlog gauge: jobs due now (or at `now`) and not yet claimed, counted on the due index and
+-- capped so a huge backlog costs a bounded scan.
+SELECT count(*) FROM (
+    SELECT 1 FROM jobs WHERE next_run_at <= coalesce(%(now)s::timestamptz, now()) LIMIT 1000000
+) AS due

@@ -5,8 +5,11 @@
 -- unique constraint on (job, slot, attempt), not luck, keeps two runners from recording one slot
 -- twice: a conflicting row is dropped and not returned, so it is not executed. Each job's count of
 -- unfinished runs grows by the rows actually inserted, plus the caller's adjustment (runs it
--- replaced); `moves` says whether the job's next_run_at is set (a claim) or kept (a retry).
-WITH inserted AS (
+-- replaced); `moves` says whether the job's next_run_at is set (a claim) or kept (a retry). The
+-- times are the database's now, or the claim's `now` when a test passes one.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+), inserted AS (
     INSERT INTO runs (
         id, job_id, scheduled_for, trigger, attempt, status, runner, lease_token, lease_expires_at,
         available_at, started_at, finished_at, duration_ms, error
@@ -15,13 +18,13 @@ WITH inserted AS (
         u.id, u.job_id, u.scheduled_for, u.trigger, u.attempt, u.status,
         CASE WHEN u.status NOT IN ('pending', 'skipped') THEN %(runner)s END,
         CASE WHEN u.status = 'running' THEN gen_random_uuid() END,
-        CASE WHEN u.status = 'running' THEN now() + make_interval(secs => %(lease_s)s) END,
-        now() + make_interval(secs => u.available_in_s),
-        CASE WHEN u.status <> 'pending' THEN now() END,
-        CASE WHEN u.status NOT IN ('pending', 'running') THEN now() END,
+        CASE WHEN u.status = 'running' THEN clock.now + make_interval(secs => %(lease_s)s) END,
+        clock.now + make_interval(secs => u.available_in_s),
+        CASE WHEN u.status <> 'pending' THEN clock.now END,
+        CASE WHEN u.status NOT IN ('pending', 'running') THEN clock.now END,
         CASE WHEN u.status NOT IN ('pending', 'running') THEN 0 END,
         u.error
-    FROM unnest(
+    FROM clock, unnest(
         %(ids)b::uuid[], %(job_ids)b::uuid[], %(scheduled_fors)b::timestamptz[],
         %(triggers)b::run_trigger[], %(attempts)b::integer[], %(statuses)b::run_status[],
         %(available_in_s)b::double precision[], %(errors)b::text[]
@@ -43,8 +46,8 @@ WITH inserted AS (
         last_run_id = coalesce(p.last_id, j.last_run_id),
         last_run_status = CASE WHEN p.last_id IS NULL THEN j.last_run_status ELSE 'succeeded' END,
         last_run_scheduled_for = coalesce(p.last_slot, j.last_run_scheduled_for),
-        last_run_finished_at = CASE WHEN p.last_id IS NULL THEN j.last_run_finished_at ELSE now() END
-    FROM unnest(
+        last_run_finished_at = CASE WHEN p.last_id IS NULL THEN j.last_run_finished_at ELSE clock.now END
+    FROM clock, unnest(
         %(move_job_ids)b::uuid[], %(moves)b::boolean[], %(next_run_ats)b::timestamptz[],
         %(active_deltas)b::integer[]
     ) AS m(job_id, moves, next_run_at, active_delta)
@@ -58,8 +61,10 @@ SELECT id, scheduled_for, status, lease_token, started_at FROM inserted
 -- under the caller's lease token, so a runner that lost its lease cannot overwrite what another
 -- wrote. A NULL token is the rescuer's: it ends the row only if its lease has expired. The jobs of
 -- accepted rows get their last_run and their count of unfinished runs in the same statement; their
--- rows were locked first by job_lock_many.
-WITH outcome AS (
+-- rows were locked first by job_lock_many. The rescuer may pass the `now` its sweep used.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+), outcome AS (
     SELECT * FROM unnest(
         %(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[],
         %(statuses)b::run_status[], %(durations_ms)b::integer[], %(http_statuses)b::integer[],
@@ -68,17 +73,17 @@ WITH outcome AS (
 ), done AS (
     UPDATE runs r SET
         status = o.status,
-        finished_at = now(),
+        finished_at = clock.now,
         duration_ms = o.duration_ms,
         http_status = o.http_status,
         output = o.output,
         error = o.error,
         lease_expires_at = NULL
-    FROM outcome o
+    FROM outcome o, clock
     WHERE r.id = o.id
       AND r.scheduled_for = o.scheduled_for
       AND r.status = 'running'
-      AND (r.lease_token = o.lease_token OR (o.lease_token IS NULL AND r.lease_expires_at < now()))
+      AND (r.lease_token = o.lease_token OR (o.lease_token IS NULL AND r.lease_expires_at < clock.now))
     RETURNING r.id, r.job_id, r.status, r.scheduled_for, r.finished_at
 ), per_job AS (
     SELECT DISTINCT ON (job_id)
@@ -212,10 +217,12 @@ UPDATE jobs SET active_runs = greatest(active_runs + %(delta)s, 0) WHERE id = %(
 -- Starts pending runs whose time has come (retries after their backoff, manual triggers, queued
 -- runs whose predecessor ended), oldest first, skipping rows another runner is taking. Only the run
 -- rows are locked; the job's settings are read alongside for the execution.
-WITH picked AS (
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+), picked AS (
     SELECT r.id, r.scheduled_for
-    FROM runs r
-    WHERE r.status = 'pending' AND r.available_at <= now()
+    FROM runs r, clock
+    WHERE r.status = 'pending' AND r.available_at <= clock.now
     ORDER BY r.available_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -224,9 +231,9 @@ UPDATE runs r SET
     status = 'running',
     runner = %(runner)s,
     lease_token = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => %(lease_s)s),
-    started_at = now()
-FROM picked p, jobs j
+    lease_expires_at = clock.now + make_interval(secs => %(lease_s)s),
+    started_at = clock.now
+FROM picked p, jobs j, clock
 WHERE r.id = p.id AND r.scheduled_for = p.scheduled_for AND j.id = r.job_id
 RETURNING
     r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.lease_token, r.started_at, j.namespace,
@@ -236,7 +243,8 @@ RETURNING
 -- name: run_heartbeat_many
 -- Renews the leases of runs still executing; a row that is no longer running under the caller's
 -- token is not returned, telling the runner to abandon that call.
-UPDATE runs r SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+UPDATE runs r
+SET lease_expires_at = coalesce(%(now)s::timestamptz, now()) + make_interval(secs => %(lease_s)s)
 FROM unnest(%(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[])
     AS u(id, scheduled_for, lease_token)
 WHERE r.id = u.id AND r.scheduled_for = u.scheduled_for AND r.lease_token = u.lease_token
@@ -269,7 +277,7 @@ SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.runner, j.retry_
        j.retry_min_backoff_s, j.retry_max_backoff_s, j.overlap
 FROM runs r
 JOIN jobs j ON j.id = r.job_id
-WHERE r.status = 'running' AND r.lease_expires_at < now()
+WHERE r.status = 'running' AND r.lease_expires_at < coalesce(%(now)s::timestamptz, now())
 ORDER BY r.lease_expires_at
 LIMIT %(limit)s
 

@@ -19,12 +19,16 @@ LISTEN scheduler_secrets
 SELECT pg_try_advisory_xact_lock(7262019385)
 
 -- name: run_partitions_ensure
--- Creates the daily partitions of runs from yesterday to `days_ahead` days ahead.
-SELECT run_partitions_ensure(current_date - 1, current_date + %(days_ahead)s::integer)
+-- Creates the daily partitions of runs from the day before `today` (the database's, unless passed)
+-- to `days_ahead` days after it.
+SELECT run_partitions_ensure(
+    coalesce(%(today)s::date, current_date) - 1,
+    coalesce(%(today)s::date, current_date) + %(days_ahead)s::integer
+)
 
 -- name: run_partitions_drop_expired
 -- Retention as a partition drop, not a DELETE storm: removes days older than the retention.
-SELECT run_partitions_drop_before(current_date - %(retention_days)s::integer)
+SELECT run_partitions_drop_before(coalesce(%(today)s::date, current_date) - %(retention_days)s::integer)
 
 -- name: lock_timeout_short
 -- Partition DDL needs a brief exclusive lock on runs; rather than queue every runner behind it,

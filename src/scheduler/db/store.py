@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -328,10 +328,15 @@ def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
 _due_row = _maker(_build_due)
 
 
-async def job_claim_due(conn: AsyncConn, *, limit: int) -> tuple[list[DueJob], datetime | None]:
-    """Lock up to ``limit`` due jobs (caller's transaction); return them and the database's now."""
+async def job_claim_due(
+    conn: AsyncConn, *, limit: int, now: datetime | None = None
+) -> tuple[list[DueJob], datetime | None]:
+    """Lock up to ``limit`` due jobs (caller's transaction); return them and the claim's now.
+
+    Due means at ``now``, the database's clock unless a test passes one.
+    """
     async with conn.cursor(row_factory=_due_row) as cur:
-        await cur.execute(q("job_claim_due"), {"limit": limit})
+        await cur.execute(q("job_claim_due"), {"limit": limit, "now": now})
         rows: list[tuple[DueJob, datetime]] = await cur.fetchall()
     if not rows:
         return [], None
@@ -353,9 +358,12 @@ async def job_lock_many(conn: AsyncConn, job_ids: Sequence[UUID]) -> None:
     await conn.execute(q("job_lock_many"), {"ids": sorted(set(job_ids))})
 
 
-async def job_due_backlog(conn: AsyncConn) -> int:
-    """How many jobs are due now and not yet claimed (capped at a million)."""
-    cur = await conn.execute(q("job_due_backlog"))
+async def job_due_backlog(conn: AsyncConn, *, now: datetime | None = None) -> int:
+    """How many jobs are due and not yet claimed, capped at a million.
+
+    Due means at ``now``, the database's clock unless a test passes one.
+    """
+    cur = await conn.execute(q("job_due_backlog"), {"now": now})
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -402,9 +410,15 @@ class InsertedRun(msgspec.Struct, kw_only=True, frozen=True):
 
 
 async def run_record_many(
-    conn: AsyncConn, runs: Sequence[NewRun], moves: Sequence[Move], *, runner: str, lease_s: float
+    conn: AsyncConn,
+    runs: Sequence[NewRun],
+    moves: Sequence[Move],
+    *,
+    runner: str,
+    lease_s: float,
+    now: datetime | None = None,
 ) -> list[InsertedRun]:
-    """Record runs and move their jobs on, in one statement.
+    """Record runs and move their jobs on, in one statement, at ``now`` (the database's unless given).
 
     Runs starting now get a lease; runs lost to the unique slot key are left out of the result, and
     the jobs' counts of unfinished runs follow the rows actually inserted.
@@ -428,6 +442,7 @@ async def run_record_many(
             "active_deltas": [m.active_delta for m in moves],
             "runner": runner,
             "lease_s": lease_s,
+            "now": now,
         },
     )
     return [
@@ -464,11 +479,14 @@ def storable_text(value: str | None) -> str | None:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
 
 
-async def run_complete_many(conn: AsyncConn, outcomes: Sequence[Outcome]) -> set[UUID]:
+async def run_complete_many(
+    conn: AsyncConn, outcomes: Sequence[Outcome], *, now: datetime | None = None
+) -> set[UUID]:
     """Write outcomes under their fencing tokens (caller's transaction, jobs locked first).
 
-    Returns the ids whose outcome was accepted; the others had lost their lease. Output and error
-    texts are made storable first (`storable_text`).
+    Returns the ids whose outcome was accepted; the others had lost their lease. An outcome without
+    a token (the rescuer's) is accepted only once the lease has expired at ``now`` (the database's
+    clock unless given). Output and error texts are made storable first (`storable_text`).
     """
     if not outcomes:
         return set()
@@ -483,6 +501,7 @@ async def run_complete_many(conn: AsyncConn, outcomes: Sequence[Outcome]) -> set
             "http_statuses": [o.http_status for o in outcomes],
             "outputs": [storable_text(o.output) for o in outcomes],
             "errors": [storable_text(o.error) for o in outcomes],
+            "now": now,
         },
     )
     return {row[0] for row in await cur.fetchall()}
@@ -700,9 +719,13 @@ class ClaimedRun(msgspec.Struct, kw_only=True, frozen=True):
     overlap: OverlapPolicy
 
 
-async def run_claim_pending(conn: AsyncConn, *, limit: int, runner: str, lease_s: float) -> list[ClaimedRun]:
-    """Start up to ``limit`` pending runs whose time has come."""
-    cur = await conn.execute(q("run_claim_pending"), {"limit": limit, "runner": runner, "lease_s": lease_s})
+async def run_claim_pending(
+    conn: AsyncConn, *, limit: int, runner: str, lease_s: float, now: datetime | None = None
+) -> list[ClaimedRun]:
+    """Start up to ``limit`` pending runs whose time has come at ``now`` (the database's unless given)."""
+    cur = await conn.execute(
+        q("run_claim_pending"), {"limit": limit, "runner": runner, "lease_s": lease_s, "now": now}
+    )
     return [
         ClaimedRun(
             run_id=row[0],
@@ -731,11 +754,18 @@ def _lease_params(leases: Sequence[Lease]) -> dict[str, Any]:
     }
 
 
-async def run_heartbeat_many(conn: AsyncConn, leases: Sequence[Lease], *, lease_s: float) -> set[UUID]:
-    """Renew leases; return the ids still owned (the rest were cancelled or rescued)."""
+async def run_heartbeat_many(
+    conn: AsyncConn, leases: Sequence[Lease], *, lease_s: float, now: datetime | None = None
+) -> set[UUID]:
+    """Renew leases; return the ids still owned (the rest were cancelled or rescued).
+
+    Each lease then runs ``lease_s`` past ``now``, the database's clock unless a test passes one.
+    """
     if not leases:
         return set()
-    cur = await conn.execute(q("run_heartbeat_many"), _lease_params(leases) | {"lease_s": lease_s})
+    cur = await conn.execute(
+        q("run_heartbeat_many"), _lease_params(leases) | {"lease_s": lease_s, "now": now}
+    )
     return {row[0] for row in await cur.fetchall()}
 
 
@@ -760,9 +790,12 @@ class ExpiredRun(msgspec.Struct, kw_only=True, frozen=True):
     overlap: OverlapPolicy
 
 
-async def run_find_expired(conn: AsyncConn, *, limit: int) -> list[ExpiredRun]:
-    """Return running runs whose lease has expired, oldest expiry first."""
-    cur = await conn.execute(q("run_find_expired"), {"limit": limit})
+async def run_find_expired(conn: AsyncConn, *, limit: int, now: datetime | None = None) -> list[ExpiredRun]:
+    """Return running runs whose lease has expired, oldest expiry first.
+
+    Expired means at ``now``, the database's clock unless a test passes one.
+    """
+    cur = await conn.execute(q("run_find_expired"), {"limit": limit, "now": now})
     return [
         ExpiredRun(
             run_id=row[0],
@@ -801,17 +834,24 @@ class PartitionUpkeep(msgspec.Struct, kw_only=True, frozen=True):
     dropped: int = 0
 
 
-async def run_partitions_upkeep(conn: AsyncConn, *, days_ahead: int, retention_days: int) -> PartitionUpkeep:
-    """Create partitions ahead and drop expired ones, if no other runner is doing it right now."""
+async def run_partitions_upkeep(
+    conn: AsyncConn, *, days_ahead: int, retention_days: int, today: date | None = None
+) -> PartitionUpkeep:
+    """Create partitions ahead and drop expired ones, if no other runner is doing it right now.
+
+    Days count from ``today``, the database's date unless a test passes one.
+    """
     async with conn.transaction():
         cur = await conn.execute(q("maintenance_try_lock"))
         row = await cur.fetchone()
         if not row or not row[0]:
             return PartitionUpkeep(locked=False)
         await conn.execute(q("lock_timeout_short"))
-        cur = await conn.execute(q("run_partitions_ensure"), {"days_ahead": days_ahead})
+        cur = await conn.execute(q("run_partitions_ensure"), {"days_ahead": days_ahead, "today": today})
         created_row = await cur.fetchone()
-        cur = await conn.execute(q("run_partitions_drop_expired"), {"retention_days": retention_days})
+        cur = await conn.execute(
+            q("run_partitions_drop_expired"), {"retention_days": retention_days, "today": today}
+        )
         dropped_row = await cur.fetchone()
     return PartitionUpkeep(
         locked=True,
