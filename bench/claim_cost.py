@@ -28,8 +28,7 @@ from bench.summary import figure
 from scheduler.config import load_settings
 from scheduler.db.connections import RunnerPool
 from scheduler.logs import configure_logging
-from scheduler.runner.loop import Runner
-from scheduler.runner.service import http_client
+from scheduler.runner.service import assemble, http_client
 
 DB = "bench_claim_cost"
 LAGS = {"1 s": timedelta(seconds=1), "1 min": timedelta(minutes=1), "1 h": timedelta(hours=1)}
@@ -48,7 +47,7 @@ async def one_claim(url: str, jobs: int, lag: timedelta) -> tuple[float, int]:
     pool = RunnerPool(url, application_name="bench-claim-cost", max_size=1)
     try:
         async with http_client(settings) as client:
-            runner = Runner(settings, pool, client)
+            runner = assemble(settings, pool, client, database_url=url).runner
             started = time.perf_counter()
             counts = await runner.claim_due_once()
             elapsed = time.perf_counter() - started

@@ -34,8 +34,10 @@ from scheduler.api.app import create_app
 from scheduler.api.auth import key_hash, new_key
 from scheduler.config import Settings, load_settings
 from scheduler.db import connections, store
+from scheduler.db.connections import RunnerPool
 from scheduler.db.migrate import migrate
 from scheduler.ids import uuid7
+from scheduler.runner.service import RunnerParts, assemble, http_client
 
 ROOT = Path(__file__).resolve().parents[1]
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -141,6 +143,21 @@ async def client(db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
     app = create_app(settings_for(db_url))
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def runner_parts(db_url: str) -> AsyncIterator[RunnerParts]:
+    """A runner's cycle, completer and services in-process on the test database, none of them started.
+
+    Tests call their steps (``run_once(now=...)``, ``claim_due_once``, ``flush``) and look at the rows.
+    """
+    settings = settings_for(db_url, http_allow_nets="127.0.0.0/8,::1/128")
+    pool = RunnerPool(db_url, application_name="scheduler-runner-test", max_size=4)
+    try:
+        async with http_client(settings) as outbound:
+            yield assemble(settings, pool, outbound, database_url=db_url)
+    finally:
+        await pool.close()
 
 
 # ------------------------------------------------------------------------------- processes

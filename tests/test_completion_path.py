@@ -21,11 +21,10 @@ from litestar.testing import AsyncTestClient
 
 from scheduler.api.app import create_app
 from scheduler.db import store
-from scheduler.db.connections import make_pool
 from scheduler.domain.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
-from scheduler.runner.loop import Finished, Runner
-from scheduler.runner.service import http_client
+from scheduler.runner.completer import Completion
+from scheduler.runner.service import RunnerParts
 from tests.conftest import Proc, create_api_key, eventually, settings_for
 
 pytestmark = pytest.mark.slow
@@ -158,22 +157,9 @@ class TestOneTenantsAnswerNeverBlocksAnother:
             assert {r["status"] for r in runs(sql, job)} <= {"succeeded", "pending"}
 
 
-@pytest.fixture
-async def runner(db_url) -> AsyncIterator[Runner]:
-    """An in-process runner on the test database (its loop is not started: tests call its steps)."""
-    settings = settings_for(db_url)
-    pool = make_pool(db_url, application_name="scheduler-runner-test", max_size=2)
-    await pool.open()
-    try:
-        async with http_client(settings) as client:
-            yield Runner(settings, pool, client)
-    finally:
-        await pool.close()
-
-
-async def running_runs(runner: Runner, client, count: int, *, max_attempts: int = 3) -> list[Finished]:
+async def running_runs(parts: RunnerParts, client, count: int, *, max_attempts: int = 3) -> list[Completion]:
     """Record ``count`` running runs (one job each) and return a successful outcome for each."""
-    finished: list[Finished] = []
+    finished: list[Completion] = []
     retry = RetryPolicy(max_attempts=max_attempts, min_backoff_s=0, max_backoff_s=0)
     slot = datetime.now(UTC).replace(microsecond=0)
     for index in range(count):
@@ -189,7 +175,7 @@ async def running_runs(runner: Runner, client, count: int, *, max_attempts: int 
         )
         assert job.status_code == 201, job.text
         job_id = UUID(job.json()["id"])
-        async with runner.pool.connection() as conn:
+        async with parts.runner.pool.connection() as conn:
             (row,) = await store.run_record_many(
                 conn,
                 [
@@ -203,12 +189,12 @@ async def running_runs(runner: Runner, client, count: int, *, max_attempts: int 
                     )
                 ],
                 [store.Move(job_id=job_id, moves=False)],
-                runner=runner.name,
+                runner=parts.runner.name,
                 lease_s=30,
             )
         assert row.lease_token is not None
         finished.append(
-            Finished(
+            Completion(
                 outcome=store.Outcome(
                     run_id=row.id,
                     job_id=job_id,
@@ -227,7 +213,7 @@ async def running_runs(runner: Runner, client, count: int, *, max_attempts: int 
     return finished
 
 
-def run_rows(sql, finished: list[Finished]) -> dict[UUID, tuple[Any, ...]]:
+def run_rows(sql, finished: list[Completion]) -> dict[UUID, tuple[Any, ...]]:
     rows = sql(
         "SELECT id, status, output, error, http_status FROM runs WHERE id = ANY(%s)",
         ([f.outcome.run_id for f in finished],),
@@ -238,18 +224,19 @@ def run_rows(sql, finished: list[Finished]) -> dict[UUID, tuple[Any, ...]]:
 class TestABatchWithARowTheDatabaseRefuses:
     """A row PostgreSQL refuses is found, recorded with an error, and the rest of its batch is written."""
 
-    async def test_the_bad_row_is_isolated_and_every_other_outcome_written(self, runner, client, sql):
-        finished = await running_runs(runner, client, 7)
+    async def test_the_bad_row_is_isolated_and_every_other_outcome_written(self, runner_parts, client, sql):
+        finished = await running_runs(runner_parts, client, 7)
         bad = finished[3]
         # A duration past PostgreSQL's integer: a value only this row carries makes the statement fail.
-        finished[3] = Finished(
+        finished[3] = Completion(
             outcome=store.Outcome(**{**_fields(bad.outcome), "duration_ms": 2**40, "output": "a\x00b"}),
             attempt=1,
             retry=bad.retry,
             overlap=bad.overlap,
         )
-        runner._finished.extend(finished)
-        assert await runner.flush_finished() == 7
+        for item in finished:
+            runner_parts.completer.add(item)
+        assert await runner_parts.completer.flush() == 7
         rows = run_rows(sql, finished)
         good = [f.outcome.run_id for i, f in enumerate(finished) if i != 3]
         assert all(rows[run_id] == ("succeeded", "fine", None, 200) for run_id in good)
@@ -259,23 +246,24 @@ class TestABatchWithARowTheDatabaseRefuses:
         assert "out of range" in error
         active = sql("SELECT sum(active_runs) FROM jobs")[0][0]
         assert active == 0  # every run ended on its job too: none will be rescued as lost
-        assert runner._finished == []
+        assert runner_parts.completer.waiting == 0
 
     async def test_text_a_target_sent_is_stored_without_nul_and_with_surrogates_replaced(
-        self, runner, client, sql
+        self, runner_parts, client, sql
     ):
-        finished = await running_runs(runner, client, 2)
+        finished = await running_runs(runner_parts, client, 2)
         texts = ["a\x00b", "x\udcedy"]
-        runner._finished.extend(
-            Finished(
+        for item in (
+            Completion(
                 outcome=store.Outcome(**{**_fields(f.outcome), "output": text, "error": text}),
                 attempt=1,
                 retry=f.retry,
                 overlap=f.overlap,
             )
             for f, text in zip(finished, texts, strict=True)
-        )
-        await runner.flush_finished()
+        ):
+            runner_parts.completer.add(item)
+        await runner_parts.completer.flush()
         rows = run_rows(sql, finished)
         assert rows[finished[0].outcome.run_id][1:3] == ("ab", "ab")
         assert rows[finished[1].outcome.run_id][1:3] == ("x\ufffdy", "x\ufffdy")
@@ -285,13 +273,13 @@ class TestFailuresNoRetryCanMend:
     """An outcome marked not retryable (refused address, invalid URL) is final at once (SPEC 3.3)."""
 
     async def test_no_further_attempt_is_recorded_for_it_while_an_ordinary_failure_is_retried(
-        self, runner, client, sql
+        self, runner_parts, client, sql
     ):
-        finished = await running_runs(runner, client, 2, max_attempts=3)
+        finished = await running_runs(runner_parts, client, 2, max_attempts=3)
         for index, retryable in enumerate((False, True)):
             item = finished[index]
-            runner._finished.append(
-                Finished(
+            runner_parts.completer.add(
+                Completion(
                     outcome=store.Outcome(
                         **{**_fields(item.outcome), "status": RunStatus.FAILED, "error": "refused"}
                     ),
@@ -301,7 +289,7 @@ class TestFailuresNoRetryCanMend:
                     retryable=retryable,
                 )
             )
-        await runner.flush_finished()
+        await runner_parts.completer.flush()
         final, retried = (
             sql(
                 "SELECT attempt, status FROM runs WHERE job_id = %s ORDER BY attempt",

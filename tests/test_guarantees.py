@@ -523,34 +523,6 @@ class TestShutdown:
         assert runner.popen.wait(timeout=10) != 0
 
 
-class TestRetention:
-    """Runs are partitioned by day; partitions are made ahead and dropped past the retention."""
-
-    async def test_upkeep_creates_ahead_and_drops_expired_partitions(self, db_url, sql):
-        from scheduler.db.connections import make_pool  # noqa: PLC0415
-        from scheduler.runner.loop import Runner  # noqa: PLC0415
-        from scheduler.runner.service import http_client  # noqa: PLC0415
-        from tests.conftest import settings_for  # noqa: PLC0415
-
-        sql("SELECT run_partitions_ensure(current_date - 45, current_date - 44)")
-        sql("DROP TABLE IF EXISTS runs_" + (datetime.now(UTC).date() + timedelta(days=7)).strftime("%Y%m%d"))
-        settings = settings_for(db_url, run_retention_days=30)
-        pool = make_pool(db_url, application_name="scheduler-test", max_size=2)
-        await pool.open()
-        try:
-            async with http_client(settings) as http_client_:
-                done = await Runner(settings, pool, http_client_).upkeep_once()
-        finally:
-            await pool.close()
-        assert done.locked
-        assert done.dropped >= 2
-        assert done.created >= 1
-        names = {row[0] for row in sql("SELECT relname FROM pg_class WHERE relname LIKE 'runs_2%%'")}
-        today = datetime.now(UTC).date()
-        assert (today - timedelta(days=45)).strftime("runs_%Y%m%d") not in names
-        assert all((today + timedelta(days=d)).strftime("runs_%Y%m%d") in names for d in range(8))
-
-
 class TestDatabaseRestart:
     """PostgreSQL itself restarts under a runner: it logs it, backs off, reconnects, loses nothing."""
 

@@ -97,8 +97,8 @@ class TestPlanCostIsIndependentOfTheLag:
             calls["next"] += 1
             return real_next(timing, after)
 
-        monkeypatch.setattr("scheduler.misfire.prev_fire", counting_prev)
-        monkeypatch.setattr("scheduler.misfire.next_fire", counting_next)
+        monkeypatch.setattr("scheduler.domain.misfire.prev_fire", counting_prev)
+        monkeypatch.setattr("scheduler.domain.misfire.next_fire", counting_next)
         timing = Timing("* * * * * *", "Europe/Berlin", EPOCH)
         counts = []
         for lag in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)):

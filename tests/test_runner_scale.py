@@ -18,9 +18,10 @@ from scheduler.db.connections import RunnerPool
 from scheduler.domain.models import LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
 from scheduler.runner.actions import Attempt
-from scheduler.runner.loop import HEARTBEAT_BATCH, Runner, SigningKeys, Work, _InFlight
-from scheduler.runner.service import http_client
-from tests.conftest import create_api_key, settings_for
+from scheduler.runner.loop import Work, _InFlight
+from scheduler.runner.services.heartbeat import BATCH as HEARTBEAT_BATCH
+from scheduler.runner.signing import SigningSecrets
+from tests.conftest import create_api_key
 
 IN_FLIGHT = HEARTBEAT_BATCH + 500  # more than one statement's worth
 
@@ -49,9 +50,8 @@ class TestHeartbeats:
     """Leases of thousands of calls in flight are renewed in a few statements, and lost ones stopped."""
 
     async def test_every_lease_is_renewed_and_a_run_no_longer_ours_is_stopped(
-        self, db_url, pool, client, sql
+        self, runner_parts, pool, client, sql
     ):
-        settings = settings_for(db_url, lease_s=30)
         job = await client.post(
             "/jobs",
             json={
@@ -85,63 +85,62 @@ class TestHeartbeats:
                 lease_s=1,
             )
         assert len(rows) == IN_FLIGHT
-        async with http_client(settings) as outbound:
-            runner = Runner(settings, pool, outbound)
-            never = asyncio.Event()
+        runner = runner_parts.runner
+        never = asyncio.Event()
 
-            async def call() -> None:
-                await never.wait()
+        async def call() -> None:
+            await never.wait()
 
-            for row in rows:
-                assert row.lease_token is not None
-                assert row.started_at is not None
-                work = Work(
-                    attempt=Attempt(
-                        run_id=row.id,
-                        job_id=job_id,
-                        namespace="default",
-                        job_name="many",
-                        scheduled_for=row.scheduled_for,
-                        attempt=1,
-                        timeout_s=30,
-                    ),
-                    lease=store.Lease(
-                        run_id=row.id, scheduled_for=row.scheduled_for, lease_token=row.lease_token
-                    ),
-                    action=LogAction(),
-                    retry=RetryPolicy(),
-                    overlap=OverlapPolicy.ALLOW,
-                    trigger=RunTrigger.SCHEDULE,
-                    started_at=row.started_at,
-                )
-                runner._inflight[row.id] = _InFlight(work=work, task=asyncio.create_task(call()))
-            # One run is cancelled behind the runner's back, in the last statement's share.
-            gone = rows[-1].id
-            sql("UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = %s", (gone,))
-            try:
-                renewed, lost = await runner.heartbeat_once()
-                assert (renewed, lost) == (IN_FLIGHT - 1, 1)
-                await asyncio.sleep(0)
-                assert runner._inflight[gone].task.cancelled()
-                short = sql(
-                    "SELECT count(*) FROM runs WHERE job_id = %s AND status = 'running'"
-                    " AND lease_expires_at < now() + interval '25 seconds'",
-                    (job_id,),
-                )[0][0]
-                assert short == 0  # every lease of 1 s now runs 30 s
-            finally:
-                for entry in runner._inflight.values():
-                    entry.task.cancel()
-                await asyncio.gather(*(e.task for e in runner._inflight.values()), return_exceptions=True)
+        for row in rows:
+            assert row.lease_token is not None
+            assert row.started_at is not None
+            work = Work(
+                attempt=Attempt(
+                    run_id=row.id,
+                    job_id=job_id,
+                    namespace="default",
+                    job_name="many",
+                    scheduled_for=row.scheduled_for,
+                    attempt=1,
+                    timeout_s=30,
+                ),
+                lease=store.Lease(
+                    run_id=row.id, scheduled_for=row.scheduled_for, lease_token=row.lease_token
+                ),
+                action=LogAction(),
+                retry=RetryPolicy(),
+                overlap=OverlapPolicy.ALLOW,
+                trigger=RunTrigger.SCHEDULE,
+                started_at=row.started_at,
+            )
+            runner._inflight[row.id] = _InFlight(work=work, task=asyncio.create_task(call()))
+        # One run is cancelled behind the runner's back, in the last statement's share.
+        gone = rows[-1].id
+        sql("UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = %s", (gone,))
+        try:
+            counts = await runner_parts.heartbeat.run_once()
+            assert (counts.renewed, counts.lost) == (IN_FLIGHT - 1, 1)
+            await asyncio.sleep(0)
+            assert runner._inflight[gone].task.cancelled()
+            short = sql(
+                "SELECT count(*) FROM runs WHERE job_id = %s AND status = 'running'"
+                " AND lease_expires_at < now() + interval '25 seconds'",
+                (job_id,),
+            )[0][0]
+            assert short == 0  # every lease of 1 s now runs 30 s
+        finally:
+            for entry in runner._inflight.values():
+                entry.task.cancel()
+            await asyncio.gather(*(e.task for e in runner._inflight.values()), return_exceptions=True)
 
 
-class TestSigningKeys:
+class TestSigningSecrets:
     """Thousands of calls of one namespace starting together load its signing secrets once."""
 
     async def test_a_thousand_concurrent_calls_share_one_load_and_one_new_secret(self, db_url, pool, sql):
         await create_api_key(db_url, "burst")
         counting = Counting(pool)
-        keys = SigningKeys(counting)
+        keys = SigningSecrets(counting)
         found = await asyncio.gather(*(keys.for_namespace("burst") for _ in range(1000)))
         assert counting.lent == 1
         assert len({tuple(secrets) for secrets in found}) == 1
@@ -151,7 +150,7 @@ class TestSigningKeys:
 
     async def test_a_stopped_call_does_not_cancel_the_load_others_wait_on(self, db_url, pool):
         await create_api_key(db_url, "stopped")
-        keys = SigningKeys(pool)
+        keys = SigningSecrets(pool)
         first = asyncio.create_task(keys.for_namespace("stopped"))
         others = [asyncio.create_task(keys.for_namespace("stopped")) for _ in range(10)]
         await asyncio.sleep(0)

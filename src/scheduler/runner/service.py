@@ -1,4 +1,9 @@
-"""Start a runner process: settings, logging, pool, HTTP client, signals; then the loop."""
+"""A runner process: settings, logging, pool, HTTP client and signals; the cycle and its services wired.
+
+`assemble` builds the parts of one runner — the claim loop (`loop.Runner`), its completer and the
+services beside them — around one pool and one HTTP client; `run_parts` runs them all until a stop,
+keeping the services up while the loop drains so calls still finishing keep their leases.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,29 @@ import asyncio
 import os
 import signal
 import sys
+from dataclasses import dataclass
 
 import structlog
 from prometheus_client import start_http_server
+from structlog.typing import FilteringBoundLogger
 
 from scheduler.config import ConfigError, Settings, load_settings
-from scheduler.db.connections import RunnerPool
+from scheduler.db.connections import ConnectionSource, RunnerPool
 from scheduler.logs import configure_logging
 from scheduler.metrics import RunnerMetrics
+from scheduler.runner.completer import Completer
 from scheduler.runner.loop import Runner
 from scheduler.runner.outbound import OutboundClient
+from scheduler.runner.services.backlog import BacklogConfig, BacklogGauge
+from scheduler.runner.services.heartbeat import Heartbeat, HeartbeatConfig
+from scheduler.runner.services.listener import Listener
+from scheduler.runner.services.partitions import PartitionConfig, PartitionKeeper
+from scheduler.runner.services.periodic import PeriodicService, keep_running, run_periodically
+from scheduler.runner.services.rescuer import Rescuer, RescuerConfig
+from scheduler.runner.signing import SigningSecrets
+
+# The runner's connections: the claim loop and its helper, the completer, the services.
+POOL_SIZE = 6
 
 log = structlog.get_logger("scheduler.runner")
 
@@ -29,18 +47,104 @@ def http_client(settings: Settings) -> OutboundClient:
     return OutboundClient(allow_nets=settings.http_allow_nets, max_connections=settings.runner_concurrency)
 
 
+@dataclass(frozen=True, slots=True)
+class RunnerParts:
+    """One runner's cycle, completer and services, wired to each other."""
+
+    runner: Runner
+    completer: Completer
+    listener: Listener
+    heartbeat: Heartbeat
+    rescuer: Rescuer
+    partitions: PartitionKeeper
+    backlog: BacklogGauge
+    log: FilteringBoundLogger
+
+    @property
+    def periodic(self) -> list[PeriodicService]:
+        """The services that run a round every interval."""
+        return [self.heartbeat, self.rescuer, self.partitions, self.backlog]
+
+
+def assemble(
+    settings: Settings,
+    pool: ConnectionSource,
+    client: OutboundClient,
+    *,
+    database_url: str,
+    metrics: RunnerMetrics | None = None,
+) -> RunnerParts:
+    """Build a runner's parts on ``pool`` and ``client`` (nothing runs until `run_parts`).
+
+    The listener opens a connection of its own to ``database_url``, outside the pool.
+    """
+    metrics = metrics or RunnerMetrics()
+    name = settings.runner_id()
+    bound = log.bind(runner=name)
+    completer = Completer(pool, runner=name, lease_s=settings.lease_s, metrics=metrics, log=bound)
+    signing = SigningSecrets(pool)
+    runner = Runner(settings, pool, client, completer=completer, signing=signing, metrics=metrics)
+    return RunnerParts(
+        runner=runner,
+        completer=completer,
+        listener=Listener(
+            database_url,
+            on_wake=runner.wake,
+            on_cancel=runner.cancel,
+            on_secrets=signing.forget,
+            log=bound,
+        ),
+        heartbeat=Heartbeat(
+            HeartbeatConfig(lease_s=settings.lease_s), pool, leases=runner.leases, lose=runner.lose
+        ),
+        rescuer=Rescuer(RescuerConfig(lease_s=settings.lease_s), pool, completer, metrics=metrics, log=bound),
+        partitions=PartitionKeeper(
+            PartitionConfig(retention_days=settings.run_retention_days), pool, log=bound
+        ),
+        backlog=BacklogGauge(BacklogConfig(), pool, metrics=metrics),
+        log=bound,
+    )
+
+
+async def run_parts(parts: RunnerParts, stop: asyncio.Event) -> None:
+    """Run the cycle until ``stop`` is set and it has drained; the services run until then too."""
+    metrics = parts.runner.metrics
+    services = [
+        asyncio.create_task(
+            keep_running(parts.listener.name, parts.listener.listen_once, log=parts.log, metrics=metrics),
+            name="listen",
+        ),
+        asyncio.create_task(
+            keep_running("complete", parts.completer.write_waiting, log=parts.log, metrics=metrics),
+            name="complete",
+        ),
+        *(
+            asyncio.create_task(run_periodically(service, log=parts.log, metrics=metrics), name=service.name)
+            for service in parts.periodic
+        ),
+    ]
+    try:
+        await parts.runner.run(stop)
+    finally:
+        for task in services:
+            task.cancel()
+        await asyncio.gather(*services, return_exceptions=True)
+        await parts.listener.close()
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
-    if settings.database_url is None:
+    url = settings.database_url
+    if url is None:
         raise ConfigError("SCHEDULER_DATABASE_URL: required by the runner")
-    pool = RunnerPool(settings.database_url, application_name="scheduler-runner", max_size=6)
+    pool = RunnerPool(url, application_name="scheduler-runner", max_size=POOL_SIZE)
     metrics = RunnerMetrics()
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
         log.info("metrics_listening", port=settings.metrics_port, host=settings.host)
     try:
         async with http_client(settings) as client:
-            await Runner(settings, pool, client, metrics).run(stop)
+            await run_parts(assemble(settings, pool, client, database_url=url, metrics=metrics), stop)
     finally:
         await pool.close()
 
