@@ -71,7 +71,6 @@ def _ceiling_worker(url: str, stop_at: float, counter: Any) -> None:
                         "move_job_ids": ids,
                         "moves": [True] * len(ids),
                         "next_run_ats": [slot + timedelta(seconds=1) for slot in slots],
-                        "active_deltas": [0] * len(ids),
                         "runner": runner,
                         "lease_s": 30.0,
                         "now": None,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.domain.misfire import MAX_CATCHUP, Fire, SlotPlan, plan
-from scheduler.domain.models import Misfire, MisfirePolicy, OverlapPolicy, RunTrigger
-from scheduler.domain.overlap import Decision, decide, in_claim
+from scheduler.domain.models import Misfire, MisfirePolicy, OverlapPolicy, RunStatus, RunTrigger
+from scheduler.domain.overlap import Decision, decide, recorded_as
 from scheduler.domain.schedule import Timing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -92,46 +92,68 @@ class TestOverlap:
 
     @pytest.mark.parametrize("policy", list(OverlapPolicy))
     def test_an_idle_job_always_starts(self, policy):
-        assert decide(policy, active_runs=0, has_queued=False) is Decision.START
+        assert decide(policy, active_runs=0, has_queued=False) == [Decision.START]
 
     def test_a_busy_job_follows_its_policy(self):
-        assert decide(OverlapPolicy.ALLOW, active_runs=1, has_queued=False) is Decision.START
-        assert decide(OverlapPolicy.SKIP, active_runs=1, has_queued=False) is Decision.SKIP
-        assert decide(OverlapPolicy.QUEUE, active_runs=1, has_queued=False) is Decision.QUEUE
-        assert decide(OverlapPolicy.QUEUE, active_runs=2, has_queued=True) is Decision.SKIP
-        assert decide(OverlapPolicy.REPLACE, active_runs=1, has_queued=False) is Decision.REPLACE
+        assert decide(OverlapPolicy.ALLOW, active_runs=1, has_queued=False) == [Decision.START]
+        assert decide(OverlapPolicy.SKIP, active_runs=1, has_queued=False) == [Decision.SKIP]
+        assert decide(OverlapPolicy.QUEUE, active_runs=1, has_queued=False) == [Decision.QUEUE]
+        assert decide(OverlapPolicy.QUEUE, active_runs=2, has_queued=True) == [Decision.SKIP]
+        assert decide(OverlapPolicy.REPLACE, active_runs=1, has_queued=False) == [Decision.REPLACE]
 
 
 class TestOverlapWithinOneClaim:
     """Several fires of one claim (a catch-up, the slots inside the grace) obey the policy among them."""
 
     def test_skip_starts_the_oldest_and_skips_the_rest(self):
-        assert in_claim(OverlapPolicy.SKIP, Decision.START, 3, finishes_at_once=False) == [
+        assert decide(OverlapPolicy.SKIP, active_runs=0, has_queued=False, fires=3) == [
             Decision.START,
             Decision.SKIP,
             Decision.SKIP,
         ]
 
     def test_queue_starts_one_and_queues_one(self):
-        assert in_claim(OverlapPolicy.QUEUE, Decision.START, 3, finishes_at_once=False) == [
+        assert decide(OverlapPolicy.QUEUE, active_runs=0, has_queued=False, fires=3) == [
             Decision.START,
             Decision.QUEUE,
             Decision.SKIP,
         ]
-        assert in_claim(OverlapPolicy.QUEUE, Decision.QUEUE, 2, finishes_at_once=False) == [
+        assert decide(OverlapPolicy.QUEUE, active_runs=1, has_queued=False, fires=2) == [
             Decision.QUEUE,
             Decision.SKIP,
         ]
 
     def test_replace_keeps_the_newest(self):
-        assert in_claim(OverlapPolicy.REPLACE, Decision.REPLACE, 3, finishes_at_once=False) == [
+        assert decide(OverlapPolicy.REPLACE, active_runs=1, has_queued=False, fires=3) == [
             Decision.SKIP,
             Decision.SKIP,
             Decision.REPLACE,
         ]
 
     def test_allow_and_actions_that_finish_inside_the_claim_run_every_fire(self):
+        assert decide(OverlapPolicy.ALLOW, active_runs=2, has_queued=False, fires=3) == [Decision.START] * 3
         assert (
-            in_claim(OverlapPolicy.ALLOW, Decision.START, 3, finishes_at_once=False) == [Decision.START] * 3
+            decide(OverlapPolicy.SKIP, active_runs=0, has_queued=False, fires=3, finishes_at_once=True)
+            == [Decision.START] * 3
         )
-        assert in_claim(OverlapPolicy.SKIP, Decision.START, 3, finishes_at_once=True) == [Decision.START] * 3
+
+
+class TestWhatADecisionRecords:
+    """A skipped fire carries the reason, a queued one waits, a started one is what the caller starts."""
+
+    @pytest.mark.parametrize("started", [RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.PENDING])
+    def test_a_started_or_replacing_fire_is_recorded_as_the_caller_starts_it(self, started):
+        for decision in (Decision.START, Decision.REPLACE):
+            assert recorded_as(decision, OverlapPolicy.REPLACE, started=started) == (started, False, None)
+
+    def test_a_skipped_fire_names_the_policy_and_a_queued_one_waits(self):
+        assert recorded_as(Decision.SKIP, OverlapPolicy.QUEUE, started=RunStatus.RUNNING) == (
+            RunStatus.SKIPPED,
+            False,
+            "skipped: the previous run was still running (overlap policy queue)",
+        )
+        assert recorded_as(Decision.QUEUE, OverlapPolicy.QUEUE, started=RunStatus.RUNNING) == (
+            RunStatus.PENDING,
+            True,
+            None,
+        )

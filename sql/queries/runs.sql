@@ -4,9 +4,9 @@
 -- fresh fencing token; runs of actions finished inline (log) arrive final and become last_run. The
 -- unique constraint on (job, slot, attempt), not luck, keeps two runners from recording one slot
 -- twice: a conflicting row is dropped and not returned, so it is not executed. Each job's count of
--- unfinished runs grows by the rows actually inserted, plus the caller's adjustment (runs it
--- replaced); `moves` says whether the job's next_run_at is set (a claim) or kept (a retry). The
--- times are the database's now, or the claim's `now` when a test passes one.
+-- unfinished runs grows by the pending and running rows actually inserted; `moves` says whether the
+-- job's next_run_at is set (a claim) or kept (a retry). The times are the database's now, or the
+-- claim's `now` when a test passes one.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), inserted AS (
@@ -42,15 +42,14 @@ WITH clock AS (
 ), moved AS (
     UPDATE jobs j SET
         next_run_at = CASE WHEN m.moves THEN m.next_run_at ELSE j.next_run_at END,
-        active_runs = greatest(j.active_runs + coalesce(p.active, 0) + m.active_delta, 0),
+        active_runs = j.active_runs + coalesce(p.active, 0),
         last_run_id = coalesce(p.last_id, j.last_run_id),
         last_run_status = CASE WHEN p.last_id IS NULL THEN j.last_run_status ELSE 'succeeded' END,
         last_run_scheduled_for = coalesce(p.last_slot, j.last_run_scheduled_for),
         last_run_finished_at = CASE WHEN p.last_id IS NULL THEN j.last_run_finished_at ELSE clock.now END
     FROM clock, unnest(
-        %(move_job_ids)b::uuid[], %(moves)b::boolean[], %(next_run_ats)b::timestamptz[],
-        %(active_deltas)b::integer[]
-    ) AS m(job_id, moves, next_run_at, active_delta)
+        %(move_job_ids)b::uuid[], %(moves)b::boolean[], %(next_run_ats)b::timestamptz[]
+    ) AS m(job_id, moves, next_run_at)
     LEFT JOIN per_job p ON p.job_id = m.job_id
     WHERE j.id = m.job_id
 )
@@ -132,8 +131,9 @@ ORDER BY scheduled_for DESC, attempt DESC
 LIMIT %(limit)s
 
 -- name: run_cancel_active_for_job
--- Ends every pending or running run of a job being deleted (its row is locked by the caller) and
--- tells their runners at commit, so in-flight calls stop at once instead of at the next heartbeat.
+-- Ends every pending or running run of a job (being deleted, or replaced by a newer fire; its row
+-- is locked by the caller), takes them off the job's count of unfinished runs, and tells their
+-- runners at commit, so in-flight calls stop at once instead of at the next heartbeat.
 WITH cancelled AS (
     UPDATE runs SET
         status = 'cancelled',
@@ -144,12 +144,16 @@ WITH cancelled AS (
         lease_expires_at = NULL
     WHERE job_id = %(job_id)s AND status IN ('pending', 'running')
     RETURNING id
+), counted AS (
+    UPDATE jobs SET active_runs = greatest(active_runs - (SELECT count(*) FROM cancelled), 0)
+    WHERE id = %(job_id)s AND EXISTS (SELECT 1 FROM cancelled)
 )
 SELECT id, pg_notify('scheduler_cancel', id::text) FROM cancelled
 
 -- name: run_insert_one
 -- A run made by a request (manual trigger, manual retry): pending and available now, waiting
--- (available_at NULL) behind a running one, or already final (skipped). Wakes the runners.
+-- (available_at NULL) behind a running one, or already final (skipped). A pending one counts on its
+-- job's unfinished runs (the caller holds the job's lock). Wakes the runners.
 WITH created AS (
     INSERT INTO runs (
         id, job_id, scheduled_for, trigger, attempt, status, available_at, started_at, finished_at,
@@ -164,6 +168,9 @@ WITH created AS (
     )
     ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
     RETURNING *
+), counted AS (
+    UPDATE jobs SET active_runs = active_runs + 1
+    FROM created WHERE jobs.id = created.job_id AND created.status IN ('pending', 'running')
 ), wake AS (
     SELECT pg_notify('scheduler_wake', '') FROM created WHERE created.available_at IS NOT NULL
 )
@@ -172,7 +179,8 @@ SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, 
 FROM created LEFT JOIN wake ON true
 
 -- name: run_cancel
--- Cancels one unfinished run (the caller holds its job's lock) and tells its runner at commit.
+-- Cancels one unfinished run (the caller holds its job's lock), takes it off its job's count of
+-- unfinished runs, and tells its runner at commit.
 WITH cancelled AS (
     UPDATE runs SET
         status = 'cancelled',
@@ -183,6 +191,9 @@ WITH cancelled AS (
         lease_expires_at = NULL
     WHERE id = %(id)s AND scheduled_for = %(scheduled_for)s AND status IN ('pending', 'running')
     RETURNING *
+), counted AS (
+    UPDATE jobs SET active_runs = greatest(active_runs - 1, 0)
+    FROM cancelled WHERE jobs.id = cancelled.job_id
 ), told AS (
     SELECT pg_notify('scheduler_cancel', cancelled.id::text) FROM cancelled
 )
@@ -208,10 +219,6 @@ SELECT count(*), pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) >
 SELECT EXISTS (
     SELECT 1 FROM runs WHERE job_id = %(job_id)s AND status = 'pending' AND available_at IS NULL
 )
-
--- name: job_add_active
--- Adjusts the count of unfinished runs of a locked job after a request added or ended some.
-UPDATE jobs SET active_runs = greatest(active_runs + %(delta)s, 0) WHERE id = %(id)s
 
 -- name: run_claim_pending
 -- Starts pending runs whose time has come (retries after their backoff, manual triggers, queued

@@ -39,7 +39,7 @@ from scheduler.api.state import conn_for, namespace_of, settings_of
 from scheduler.db import store
 from scheduler.db.connections import AsyncConn
 from scheduler.domain import overlap, schedule
-from scheduler.domain.models import Job, OverlapPolicy, Run, RunStatus, RunTrigger
+from scheduler.domain.models import Job, Run, RunStatus, RunTrigger
 from scheduler.domain.schedule import ScheduleError, Timing
 from scheduler.ids import uuid7
 
@@ -397,25 +397,14 @@ async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetim
     job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
     if job is None:
         raise _job_not_found(job_id)
-    has_queued = (
-        job.overlap is OverlapPolicy.QUEUE
-        and job.active_runs > 0
-        and await store.run_has_queued(conn, job_id=job_id)
+    has_queued = await store.run_has_queued(
+        conn, job_id=job_id, overlap=job.overlap, active_runs=job.active_runs
     )
-    decision = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
-    delta = 1
-    status, error = RunStatus.PENDING, None
-    available_in_s: float | None = 0.0
-    if decision is overlap.Decision.SKIP:
-        status, available_in_s, delta = RunStatus.SKIPPED, None, 0
-        error = overlap.SKIP_REASON.format(policy=job.overlap)
-    elif decision is overlap.Decision.QUEUE:
-        available_in_s = None
-    elif decision is overlap.Decision.REPLACE:
-        replaced = await store.run_cancel_active_for_job(
-            conn, job_id=job_id, reason="replaced by a newer run (overlap policy replace)"
-        )
-        delta -= len(replaced)
+    (decision,) = overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued)
+    if decision is overlap.Decision.REPLACE:
+        await store.run_cancel_active_for_job(conn, job_id=job_id, reason=overlap.REPLACE_REASON)
+    # A manual run that starts is left pending for the runners, available at once.
+    row = overlap.recorded_as(decision, job.overlap, started=RunStatus.PENDING)
     run = await store.run_insert_one(
         conn,
         store.NewRun(
@@ -424,14 +413,13 @@ async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetim
             scheduled_for=now,
             trigger=RunTrigger.MANUAL,
             attempt=1,
-            status=status,
-            available_in_s=available_in_s,
-            error=error,
+            status=row.status,
+            available_in_s=0.0 if row.status is RunStatus.PENDING and not row.waits else None,
+            error=row.error,
         ),
     )
     if run is None:
         raise ProblemError(409, "the job was triggered at this very instant already", kind="conflict")
-    await store.job_add_active(conn, job_id=job_id, delta=delta)
     return run
 
 

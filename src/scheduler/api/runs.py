@@ -16,7 +16,8 @@ from scheduler.api.schemas import RunOut, RunPage
 from scheduler.api.state import conn_for, namespace_of
 from scheduler.db import store
 from scheduler.db.connections import AsyncConn
-from scheduler.domain.models import RETRYABLE_STATUSES, Job, OverlapPolicy, Run, RunStatus, RunTrigger
+from scheduler.domain.models import Job, OverlapPolicy, Run, RunStatus, RunTrigger
+from scheduler.domain.retry import RETRYABLE_BY_REQUEST
 from scheduler.ids import uuid7
 
 
@@ -150,7 +151,6 @@ async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
         current = await store.run_get(conn, namespace=namespace, run_id=run_id)
         status = current.status if current else run.status
         raise ProblemError(409, f"run {run_id} already finished ({status})", kind="conflict")
-    await store.job_add_active(conn, job_id=job.id, delta=-1)
     if job.overlap is OverlapPolicy.QUEUE and run.status is RunStatus.RUNNING:
         await store.run_promote_queued(conn, job_ids=[job.id])
     return cancelled
@@ -158,8 +158,10 @@ async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
 
 async def retry(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
     """Record the next attempt of a slot whose newest attempt failed, timed out, was cancelled or lost."""
-    run, job = await _run_with_locked_job(conn, namespace=namespace, run_id=run_id)
-    if run.status not in RETRYABLE_STATUSES:
+    # The job's lock orders this attempt against a runner recording one, and its count of
+    # unfinished runs that the insert raises.
+    run, _ = await _run_with_locked_job(conn, namespace=namespace, run_id=run_id)
+    if run.status not in RETRYABLE_BY_REQUEST:
         raise ProblemError(
             409,
             f"run {run_id} is {run.status}; only failed, timed_out, cancelled or lost runs can be retried",
@@ -170,6 +172,4 @@ async def retry(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
         raise ProblemError(
             409, f"attempt {latest} of this slot exists already; retry that one", kind="conflict"
         )
-    created = await _insert_retry(conn, run, latest + 1)
-    await store.job_add_active(conn, job_id=job.id, delta=1)
-    return created
+    return await _insert_retry(conn, run, latest + 1)

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 
 from scheduler.db import connections, store
 from scheduler.domain.webhooks import new_secret
+from scheduler.runner.signing import CACHE_TTL_S as RUNNER_CACHE_TTL_S
 
 DEFAULT_GRACE_S = 24 * 3600
-# How long a runner may keep signing with the secrets it read (its cache of them).
-RUNNER_REFRESH_S = 30
 _NAMESPACE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -40,13 +39,13 @@ async def secrets_command(args: argparse.Namespace, url: str) -> int:
             print(  # noqa: T201
                 f"rotated the signing secret of namespace {args.namespace}: the previous one stays valid, "
                 f"and runners keep signing with it too, for {grace_s} s; connected runners sign with the "
-                f"new one at once, a runner that missed the notification within {RUNNER_REFRESH_S} s",
+                f"new one at once, a runner that missed the notification within {RUNNER_CACHE_TTL_S:g} s",
                 file=sys.stderr,
             )
-            if grace_s < RUNNER_REFRESH_S:
+            if grace_s < RUNNER_CACHE_TTL_S:
                 print(  # noqa: T201
-                    f"warning: with a grace under {RUNNER_REFRESH_S} s, a runner that missed the rotation "
-                    "may sign some calls with the retired secret only",
+                    f"warning: with a grace under {RUNNER_CACHE_TTL_S:g} s, a runner that missed the "
+                    "rotation may sign some calls with the retired secret only",
                     file=sys.stderr,
                 )
         elif not await store.signing_secrets_valid(conn, namespace=args.namespace):

@@ -36,11 +36,9 @@ def conninfo_with_app(url: str, application_name: str) -> str:
     return psycopg.conninfo.make_conninfo(url, application_name=application_name, options="-c TimeZone=UTC")
 
 
-async def connect(url: str, *, application_name: str, autocommit: bool = True) -> AsyncConn:
-    """Open one configured connection (runners keep a few long-lived ones)."""
-    conn = await psycopg.AsyncConnection.connect(
-        conninfo_with_app(url, application_name), autocommit=autocommit
-    )
+async def connect(url: str, *, application_name: str) -> AsyncConn:
+    """Open one configured autocommit connection (a runner's listener, the command-line tools)."""
+    conn = await psycopg.AsyncConnection.connect(conninfo_with_app(url, application_name), autocommit=True)
     _prepare(conn)
     return conn
 

@@ -349,8 +349,6 @@ class Move(msgspec.Struct, kw_only=True, frozen=True):
     job_id: UUID
     moves: bool
     next_run_at: datetime | None = None
-    active_delta: int = 0
-    """Unfinished runs ended besides the recorded ones (overlap "replace" cancels some)."""
 
 
 async def job_lock_many(conn: AsyncConn, job_ids: Sequence[UUID]) -> None:
@@ -439,7 +437,6 @@ async def run_record_many(
             "move_job_ids": [m.job_id for m in moves],
             "moves": [m.moves for m in moves],
             "next_run_ats": [m.next_run_at for m in moves],
-            "active_deltas": [m.active_delta for m in moves],
             "runner": runner,
             "lease_s": lease_s,
             "now": now,
@@ -677,17 +674,16 @@ async def run_promote_queued(conn: AsyncConn, *, job_ids: Sequence[UUID]) -> int
     return int(row[0]) if row else 0
 
 
-async def run_has_queued(conn: AsyncConn, *, job_id: UUID) -> bool:
-    """Whether the job has a run waiting behind its running one."""
+async def run_has_queued(conn: AsyncConn, *, job_id: UUID, overlap: OverlapPolicy, active_runs: int) -> bool:
+    """Whether the job has a run waiting behind its running one (overlap `queue` keeps one at most).
+
+    Only a `queue` job with unfinished runs can have one, so for any other the database is not asked.
+    """
+    if overlap is not OverlapPolicy.QUEUE or active_runs == 0:
+        return False
     cur = await conn.execute(q("run_has_queued"), {"job_id": job_id})
     row = await cur.fetchone()
     return bool(row and row[0])
-
-
-async def job_add_active(conn: AsyncConn, *, job_id: UUID, delta: int) -> None:
-    """Adjust the locked job's count of unfinished runs."""
-    if delta:
-        await conn.execute(q("job_add_active"), {"id": job_id, "delta": delta})
 
 
 # -------------------------------------------------------------------------- leases and rescue

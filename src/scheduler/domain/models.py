@@ -25,9 +25,6 @@ class RunStatus(StrEnum):
     LOST = "lost"
 
 
-RETRYABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST})
-
-
 class RunTrigger(StrEnum):
     """SQL enum run_trigger: why a run exists."""
 

@@ -1,10 +1,18 @@
-"""The overlap policy as a pure decision: what a new fire does while the job has unfinished runs."""
+"""The overlap policy as one pure decision: what each new fire does while the job has unfinished runs.
+
+Both ways a job fires use it: the runner's claim (its slots, a catch-up and the slots inside the
+grace at once) and a manual trigger from the API or the console (one fire).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import NamedTuple
 
-from scheduler.domain.models import OverlapPolicy
+from scheduler.domain.models import OverlapPolicy, RunStatus
+
+SKIP_REASON = "skipped: the previous run was still running (overlap policy {policy})"
+REPLACE_REASON = "replaced by a newer run (overlap policy replace)"
 
 
 class Decision(StrEnum):
@@ -20,32 +28,35 @@ class Decision(StrEnum):
     """Cancel the unfinished runs, then run it now."""
 
 
-SKIP_REASON = "skipped: the previous run was still running (overlap policy {policy})"
+def decide(
+    policy: OverlapPolicy,
+    *,
+    active_runs: int,
+    has_queued: bool,
+    fires: int = 1,
+    finishes_at_once: bool = False,
+) -> list[Decision]:
+    """Decide each of ``fires`` fires a job makes at one moment, oldest first.
 
-
-def decide(policy: OverlapPolicy, *, active_runs: int, has_queued: bool) -> Decision:
-    """Decide for a job with ``active_runs`` pending or running runs."""
-    if active_runs == 0 or policy is OverlapPolicy.ALLOW:
-        return Decision.START
-    if policy is OverlapPolicy.SKIP:
-        return Decision.SKIP
-    if policy is OverlapPolicy.QUEUE:
-        return Decision.SKIP if has_queued else Decision.QUEUE
-    return Decision.REPLACE
-
-
-def in_claim(policy: OverlapPolicy, first: Decision, count: int, *, finishes_at_once: bool) -> list[Decision]:
-    """Decide each of ``count`` fires one claim makes for a job, oldest first.
-
-    ``first`` is the decision for the oldest fire against the job's unfinished runs; each later fire
-    comes while the ones before it still run, unless the action ``finishes_at_once`` inside the claim
-    (a log action), when every fire meets what the first met. So a job that is caught up with several
-    slots at once never runs more calls side by side than its policy allows: `skip` starts the oldest,
-    `queue` starts one and queues the next, `replace` keeps the newest.
+    The oldest fire meets the job's ``active_runs`` pending or running runs: with none, or under
+    `allow`, it starts; `skip` skips it; `queue` queues it, unless a run already waits
+    (``has_queued``) and it is skipped; `replace` replaces the unfinished runs. Each later fire
+    comes while the ones before it still run, unless the action ``finishes_at_once`` inside the
+    claim (a log action), when every fire meets what the first met. So a job caught up with several
+    slots at once never runs more calls side by side than its policy allows: `skip` starts the
+    oldest, `queue` starts one and queues the next, `replace` keeps the newest.
     """
-    if count <= 1 or finishes_at_once or policy is OverlapPolicy.ALLOW:
-        return [first] * count
-    later = count - 1
+    if active_runs == 0 or policy is OverlapPolicy.ALLOW:
+        first = Decision.START
+    elif policy is OverlapPolicy.SKIP:
+        first = Decision.SKIP
+    elif policy is OverlapPolicy.QUEUE:
+        first = Decision.SKIP if has_queued else Decision.QUEUE
+    else:
+        first = Decision.REPLACE
+    if fires <= 1 or finishes_at_once or policy is OverlapPolicy.ALLOW:
+        return [first] * fires
+    later = fires - 1
     if policy is OverlapPolicy.SKIP:
         return [first, *[Decision.SKIP] * later]
     if policy is OverlapPolicy.QUEUE:
@@ -53,3 +64,25 @@ def in_claim(policy: OverlapPolicy, first: Decision, count: int, *, finishes_at_
             return [Decision.START, Decision.QUEUE, *[Decision.SKIP] * (later - 1)]
         return [first, *[Decision.SKIP] * later]
     return [*[Decision.SKIP] * later, first]
+
+
+class Recorded(NamedTuple):
+    """The run row a decided fire becomes."""
+
+    status: RunStatus
+    waits: bool
+    """Pending until the job's running run ends (overlap `queue`), not at a time of its own."""
+    error: str | None
+
+
+def recorded_as(decision: Decision, policy: OverlapPolicy, *, started: RunStatus) -> Recorded:
+    """The row a fire becomes: skipped with the reason, queued, or ``started`` for one that runs.
+
+    ``started`` is what running means to the caller: running for a claim's HTTP call, succeeded for
+    an action done inside the claim, pending for a manual run the runners will start.
+    """
+    if decision is Decision.SKIP:
+        return Recorded(RunStatus.SKIPPED, waits=False, error=SKIP_REASON.format(policy=policy))
+    if decision is Decision.QUEUE:
+        return Recorded(RunStatus.PENDING, waits=True, error=None)
+    return Recorded(started, waits=False, error=None)

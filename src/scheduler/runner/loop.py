@@ -348,36 +348,26 @@ class Runner:
                 )
                 moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
                 continue
-            replaced = 0
             if slots.fires:
-                has_queued = (
-                    job.overlap is OverlapPolicy.QUEUE
-                    and job.active_runs > 0
-                    and await store.run_has_queued(conn, job_id=job.id)
-                )
                 local = is_local(job.action)
-                decisions = overlap.in_claim(
+                has_queued = await store.run_has_queued(
+                    conn, job_id=job.id, overlap=job.overlap, active_runs=job.active_runs
+                )
+                decisions = overlap.decide(
                     job.overlap,
-                    overlap.decide(job.overlap, active_runs=job.active_runs, has_queued=has_queued),
-                    len(slots.fires),
+                    active_runs=job.active_runs,
+                    has_queued=has_queued,
+                    fires=len(slots.fires),
                     finishes_at_once=local,
                 )
                 if decisions[-1] is overlap.Decision.REPLACE:
-                    cancelled = await store.run_cancel_active_for_job(
-                        conn, job_id=job.id, reason="replaced by a newer run (overlap policy replace)"
-                    )
-                    replaced = len(cancelled)
+                    await store.run_cancel_active_for_job(conn, job_id=job.id, reason=overlap.REPLACE_REASON)
+                started = RunStatus.SUCCEEDED if local else RunStatus.RUNNING
                 for fire, decision in zip(slots.fires, decisions, strict=True):
-                    status, error = RunStatus.RUNNING, None
-                    if decision is overlap.Decision.SKIP:
-                        status, error = RunStatus.SKIPPED, overlap.SKIP_REASON.format(policy=job.overlap)
-                    elif decision is overlap.Decision.QUEUE:
-                        status = RunStatus.PENDING
-                    else:
+                    row = overlap.recorded_as(decision, job.overlap, started=started)
+                    if row.status is started:
                         counts.lateness_s.append((now - fire.slot).total_seconds())
-                        if local:
-                            status = RunStatus.SUCCEEDED
-                    counts.fired[fire.trigger, _FIRE_OUTCOME[status]] += 1
+                    counts.fired[fire.trigger, _FIRE_OUTCOME[row.status]] += 1
                     run_id = uuid7(fire.slot)
                     owners[run_id] = (job, fire.trigger)
                     runs.append(
@@ -387,13 +377,11 @@ class Runner:
                             scheduled_for=fire.slot,
                             trigger=fire.trigger,
                             attempt=1,
-                            status=status,
-                            error=error,
+                            status=row.status,
+                            error=row.error,
                         )
                     )
-            moves.append(
-                store.Move(job_id=job.id, moves=True, next_run_at=slots.next_run_at, active_delta=-replaced)
-            )
+            moves.append(store.Move(job_id=job.id, moves=True, next_run_at=slots.next_run_at))
         return runs, moves, owners
 
     def _record_claim(self, counts: ClaimCounts, inserted: Sequence[store.InsertedRun]) -> None:

@@ -34,7 +34,8 @@ from scheduler.api.problems import ProblemError
 from scheduler.api.schemas import NAME_PATTERN, JobPatch
 from scheduler.api.state import conn_for, settings_of
 from scheduler.db import store
-from scheduler.domain.models import RETRYABLE_STATUSES, HttpAction, Job, Run, RunStatus, RunTrigger
+from scheduler.domain.models import HttpAction, Job, Run, RunStatus, RunTrigger
+from scheduler.domain.retry import RETRYABLE_BY_REQUEST
 from scheduler.domain.schedule import zone
 from scheduler.ui import charts, session
 from scheduler.ui.timing import describe, upcoming
@@ -703,6 +704,6 @@ def _run_facts(run: Run, attempts: list[Run]) -> dict[str, Any]:
         lateness = (run.started_at - run.scheduled_for).total_seconds() * 1000
     return {
         "can_cancel": run.status in (RunStatus.PENDING, RunStatus.RUNNING),
-        "can_retry": run.status in RETRYABLE_STATUSES and run.attempt == latest,
+        "can_retry": run.status in RETRYABLE_BY_REQUEST and run.attempt == latest,
         "lateness_ms": lateness,
     }
