@@ -327,6 +327,11 @@ def receiver() -> Iterator[Receiver]:
             return
 
     class QuietServer(ThreadingHTTPServer):
+        # socketserver's default listen backlog is 5. Runners open dozens of connections at once,
+        # and connections past the backlog wait on TCP retransmits: a call could reach the receiver
+        # near the end of its timeout and be recorded here while its runner timed it out.
+        request_queue_size = 1024
+
         def handle_error(self, *_: Any) -> None:
             # Runners that are killed or cancel a call drop their connections; that is the test.
             return
