@@ -149,15 +149,21 @@ class TestRescue:
             )
         finally:
             first_runner.signal(signal.SIGCONT)
+
         # The zombie wakes with its call answered; it must learn it lost the run and write nothing.
+        # Its last word on the run is a completion the database refused, or a lost lease and the end
+        # of the call it stopped for it (a stopped call writes no outcome): after either, nothing
+        # more can land. A write that was wrongly accepted ends the wait too, and fails below.
+        def zombie_done() -> bool:
+            if log_events(first_runner, "run_completion_refused"):
+                return True
+            stopped = [r for r in log_events(first_runner, "run_stopped") if r["reason"] == "lease_lost"]
+            return bool(stopped and log_events(first_runner, "run_lease_lost"))
+
         await eventually(
-            lambda: (
-                log_events(first_runner, "run_completion_refused")
-                or log_events(first_runner, "run_lease_lost")
-            ),
-            what="the zombie to notice",
+            lambda: zombie_done() or [r["status"] for r in runs(sql, job["id"])] != ["lost", "succeeded"],
+            what="the zombie's refused completion, or its lost lease and stopped call",
         )
-        await asyncio.sleep(0.5)  # give a wrongly accepted write the chance to land before we look
         lost, retried = runs(sql, job["id"])
         assert lost["status"] == "lost"
         assert "lease expired" in lost["error"]
