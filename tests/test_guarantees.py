@@ -1,6 +1,7 @@
 """The runner's promises under crashes, pauses, lost connections and downtime (SPEC 3.3 and 4).
 
-Real runner processes, real PostgreSQL, real HTTP receivers; time is never faked.
+Real runner processes, real PostgreSQL, real HTTP receivers; time is never faked. Where a test needs
+the past (an outage), it writes the state the past left rather than waiting it out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 import pytest
 
 from scheduler.domain.webhooks import message_id
+from scheduler.ids import uuid7
 from tests.conftest import Proc, Receiver, eventually
 
 pytestmark = pytest.mark.slow
@@ -327,13 +329,29 @@ class TestDatabaseTrouble:
         assert log_events(runner, "database_unavailable")
 
 
+OUTAGE_S = 20
+GRACE_S = 2
+# A run a runner recorded before the outage, for the history the outage breaks off.
+FIRED_BEFORE = """
+INSERT INTO runs (id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+                  duration_ms)
+VALUES (%(id)s, %(job_id)s, %(slot)s, 'schedule', 1, 'succeeded', 'runner-before-the-outage', %(slot)s,
+        %(slot)s, 0)
+"""
+# The job as the outage left it: anchored three slots before it, its first two fired, its third
+# (the outage's first) due ever since and never claimed.
+LEFT_BY_THE_OUTAGE = """
+UPDATE jobs SET anchor_at = %(anchor)s, next_run_at = %(down_at)s, last_run_id = %(last_id)s,
+                last_run_status = 'succeeded', last_run_scheduled_for = %(last_slot)s,
+                last_run_finished_at = %(last_slot)s
+WHERE id = %(job_id)s
+"""
+
+
 class TestMisfire:
-    """After real downtime, skip fires no missed slot, once fires one, all fires each (up to 100)."""
+    """After downtime, skip fires no missed slot, once fires one, all fires each (up to 100)."""
 
     async def test_downtime_under_each_policy(self, client, procs, sql):
-        # The runner is up before the first slot: a slow start on a busy machine is not a downtime.
-        runner = procs.runner()
-        await eventually(lambda: "runner_started" in runner.output(), what="runner start")
         jobs = {
             policy: (
                 await make_job(
@@ -341,46 +359,87 @@ class TestMisfire:
                     name=f"misfire-{policy}",
                     schedule="@every 1s",
                     overlap="allow",
-                    misfire={"policy": policy, "grace_s": 2, "window_s": 3600},
+                    misfire={"policy": policy, "grace_s": GRACE_S, "window_s": 3600},
                 )
             )["id"]
             for policy in ("skip", "once", "all")
         }
-        await eventually(
-            lambda: all(len(runs(sql, j)) >= 2 for j in jobs.values()), what="runs before downtime"
-        )
-        assert runner.stop() == 0
-        await asyncio.sleep(20)  # the downtime itself: no runner is up
-        restarted_at = datetime.now(UTC)
+        # No runner is up. The database clock decides what is due, so the state OUTAGE_S seconds of
+        # downtime leave is written rather than waited for: the outage began OUTAGE_S ago.
+        down_at = sql("SELECT date_trunc('second', now()) - make_interval(secs => %s)", (OUTAGE_S,))[0][0]
+        anchor = down_at - timedelta(seconds=3)
+        before = [anchor + timedelta(seconds=1), anchor + timedelta(seconds=2)]
+        for job_id in jobs.values():
+            ids = [uuid7(slot) for slot in before]
+            for run_id, slot in zip(ids, before, strict=True):
+                sql(FIRED_BEFORE, {"id": run_id, "job_id": job_id, "slot": slot})
+            sql(
+                LEFT_BY_THE_OUTAGE,
+                {
+                    "job_id": job_id,
+                    "anchor": anchor,
+                    "down_at": down_at,
+                    "last_id": ids[-1],
+                    "last_slot": before[-1],
+                },
+            )
         procs.runner()
+
+        def back_on_schedule(job_id: str) -> bool:
+            """Two slots fired by claims after the one that found the job behind."""
+            after = [r for r in runs(sql, job_id) if r["scheduled_for"] >= down_at]
+            if not after:
+                return False
+            caught_up_at = min(r["started_at"] for r in after)
+            return sum(r["scheduled_for"] > caught_up_at for r in after) >= 2
+
         await eventually(
-            lambda: all(
-                any(r["scheduled_for"] > restarted_at + timedelta(seconds=2) for r in runs(sql, j))
-                for j in jobs.values()
-            ),
-            what="runs after the restart",
+            lambda: all(back_on_schedule(j) for j in jobs.values()),
+            what="each job back on schedule after the outage",
         )
-        catchup = {
-            policy: [r for r in runs(sql, j) if r["trigger"] == "catchup"] for policy, j in jobs.items()
-        }
+        state = {policy: runs(sql, j) for policy, j in jobs.items()}
+        assert all(r["status"] == "succeeded" for rows in state.values() for r in rows)
+        catchup = {policy: [r for r in rows if r["trigger"] == "catchup"] for policy, rows in state.items()}
+        # Missed means older than the grace when claimed; a claim's time is its runs' started_at (the
+        # database clock of the claim transaction), whenever the runner got to its first claim.
+        grace = timedelta(seconds=GRACE_S)
+        second = timedelta(seconds=1)
+
+        def after_the_outage(policy: str) -> list[datetime]:
+            return [r["scheduled_for"] for r in state[policy] if r["scheduled_for"] >= down_at]
+
+        def contiguous(slots: list[datetime]) -> bool:
+            return all(b - a == second for a, b in itertools.pairwise(slots))
+
+        # skip: none of the missed slots, and on schedule again from the first slot not yet missed.
         assert catchup["skip"] == []
+        skip_slots = [r["scheduled_for"] for r in state["skip"]]
+        gaps = [(a, b) for a, b in itertools.pairwise(skip_slots) if b - a != second]
+        assert len(gaps) == 1, gaps  # the outage, skipped
+        assert gaps[0][0] == before[-1]
+        first_claim = next(r for r in state["skip"] if r["scheduled_for"] == gaps[0][1])
+        assert gaps[0][1] >= first_claim["started_at"] - grace  # not a missed slot
+        assert gaps[0][1] - second < first_claim["started_at"] - grace  # and the first one not missed
+
+        # once: one fire, for the most recent missed slot, then on schedule from the slot after it.
         assert len(catchup["once"]) == 1, [(r["scheduled_for"], r["started_at"]) for r in catchup["once"]]
-        # Missed means older than the grace when claimed: the claim's time is the run's started_at
-        # (the database clock of the claim transaction), not when this test spawned the runner,
-        # which can start claiming any time later on a busy machine.
         once = catchup["once"][0]
-        claimed_at = once["started_at"]
-        assert claimed_at >= restarted_at
-        assert once["scheduled_for"] < claimed_at - timedelta(seconds=2)
-        # ... and it is the most recent missed slot: the slot after it was not missed yet.
-        assert once["scheduled_for"] + timedelta(seconds=1) >= claimed_at - timedelta(seconds=2)
-        missed = len(catchup["all"])
-        assert 15 <= missed <= 100
-        slots = [r["scheduled_for"] for r in runs(sql, jobs["all"]) if r["attempt"] == 1]
-        assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(slots)), "a gap in 'all'"
-        skip_slots = [r["scheduled_for"] for r in runs(sql, jobs["skip"])]
-        gaps = [b - a for a, b in itertools.pairwise(skip_slots) if b - a > timedelta(seconds=1)]
-        assert len(gaps) == 1  # the downtime, skipped
+        assert once["scheduled_for"] < once["started_at"] - grace  # missed ...
+        assert once["scheduled_for"] + second >= once["started_at"] - grace  # ... and the latest missed
+        once_slots = after_the_outage("once")
+        assert once_slots[0] == once["scheduled_for"]
+        assert contiguous(once_slots)
+
+        # all: every missed slot, from the outage's first, with no gap anywhere in the history.
+        missed = [r["scheduled_for"] for r in catchup["all"]]
+        assert missed[0] == down_at
+        assert contiguous(missed)
+        assert missed[-1] < catchup["all"][-1]["started_at"] - grace
+        assert missed[-1] + second >= catchup["all"][-1]["started_at"] - grace
+        assert OUTAGE_S - GRACE_S <= len(missed) <= 100
+        all_slots = [r["scheduled_for"] for r in state["all"]]
+        assert all_slots[:2] == before
+        assert contiguous(all_slots), "a gap in 'all'"
 
 
 class TestOverlap:
