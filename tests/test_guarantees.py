@@ -659,31 +659,54 @@ class TestDatabaseRestart:
                     SEED.encode(),
                     {"count": 20, "anchor": datetime.now(UTC).replace(microsecond=0)},
                 )
-            runner = procs.runner(lease_s=5)
-            await eventually(lambda: log_events(runner, "runner_started"), what="runner start")
-            start = datetime.now(UTC) + timedelta(seconds=1)
-            await asyncio.sleep(2)
-            stop_embedded(server)
-            await eventually(lambda: log_events(runner, "database_unavailable"), what="the runner to notice")
-            await asyncio.sleep(2)
-            url_again, server = start_embedded(data)
-            assert url_again == url
-            await asyncio.sleep(2)
-            end = datetime.now(UTC)
+                ids = {str(row[0]) for row in conn.execute(b"SELECT id FROM jobs").fetchall()}
 
-            def recorded() -> set[tuple[str, datetime]]:
+            def recorded(low: datetime, high: datetime) -> set[tuple[str, datetime]]:
                 with psycopg.connect(url, autocommit=True) as conn:
                     rows = conn.execute(
                         b"SELECT job_id, scheduled_for FROM runs WHERE scheduled_for BETWEEN %s AND %s",
-                        (start, end),
+                        (low, high),
                     ).fetchall()
                 return {(str(job), slot) for job, slot in rows}
 
-            with psycopg.connect(url, autocommit=True) as conn:
-                ids = [str(row[0]) for row in conn.execute(b"SELECT id FROM jobs").fetchall()]
-            expected = {(job, slot) for job in ids for slot in seconds_between(start, end)}
+            def every_job_fired_from(moment: datetime) -> bool:
+                return {job for job, _ in recorded(moment, moment + timedelta(days=1))} == ids
+
+            def claim_failures() -> list[dict[str, Any]]:
+                events = log_events(runner, "database_unavailable")
+                return [e for e in events if e["service"] == "claim"]
+
+            def accepting() -> datetime | None:
+                try:
+                    with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+                        return conn.execute(b"SELECT now()").fetchall()[0][0]
+                except psycopg.OperationalError:
+                    return None
+
+            runner = procs.runner(lease_s=5)
+            await eventually(lambda: log_events(runner, "runner_started"), what="runner start")
+            start = datetime.now(UTC) + timedelta(seconds=1)
+            await eventually(lambda: every_job_fired_from(start), what="a run of every job before the stop")
+            stop_embedded(server)
+            # A slot comes due while the server is down, and the runner fails to claim it twice.
+            slot_in_downtime = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
             await eventually(
-                lambda: expected <= recorded(), timeout=30, what="every slot, the downtime's too"
+                lambda: sum(stamp(e) > slot_in_downtime for e in claim_failures()) >= 2,
+                what="the runner to fail two claims after a slot of the downtime",
+            )
+            # It backs off: 0.1 s, then 0.2 s (doubling to 1 s, so it claims within 2 s of a restart).
+            assert [e["retry_in_s"] for e in claim_failures()[:2]] == [0.1, 0.2]
+            url_again, server = start_embedded(data)
+            assert url_again == url
+            back_at = await eventually(accepting, what="the server to accept connections again")
+            await eventually(
+                lambda: every_job_fired_from(back_at), what="a run of every job after the restart"
+            )
+            expected = {(job, slot) for job in ids for slot in seconds_between(start, back_at)}
+            await eventually(
+                lambda: expected <= recorded(start, back_at),
+                timeout=30,
+                what="every slot, the downtime's too",
             )
             assert runner.popen.poll() is None
             assert log_events(runner, "database_reconnected")
