@@ -7,6 +7,7 @@ the past (an outage), it writes the state the past left rather than waiting it o
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import random
@@ -307,13 +308,21 @@ class TestDatabaseTrouble:
         ]
         await eventually(lambda: log_events(runner, "runner_started"), what="runner start")
         start = datetime.now(UTC) + timedelta(seconds=1)
+
+        def fired_after(moment: datetime) -> bool:
+            return sql("SELECT count(*) FROM runs WHERE started_at > %s", (moment,))[0][0] > 0
+
+        last_cut = start
         for _ in range(3):
-            await asyncio.sleep(1.5)
+            # Each cut meets a runner that came back from the one before: it has fired since.
+            await eventually(functools.partial(fired_after, last_cut), what="a fire since the last cut")
             killed = sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE application_name LIKE 'scheduler-runner%%' AND datname = current_database()"
             )
             assert killed
+            last_cut = sql("SELECT clock_timestamp()")[0][0]
+        await eventually(functools.partial(fired_after, last_cut), what="a fire after the last cut")
         end = datetime.now(UTC)
         expected = {(job_id, slot) for job_id in ids for slot in seconds_between(start, end)}
 
