@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.db.queries import q
 from tests.conftest import eventually, wait_for
 
 SEED_JOBS = """
@@ -20,6 +20,19 @@ INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, ti
 SELECT gen_random_uuid(), 'default', 'seed-' || i, %(schedule)s, 'UTC', %(anchor)s,
        '{"type": "log", "payload": {}}', 30, 3, 1, 300, 'once', %(grace)s, 3600, 'allow', %(first)s
 FROM generate_series(1, %(count)s) AS i
+"""
+# A runner asleep and listening: its LISTEN connection has subscribed to its last channel, and
+# after that its claim loop found nothing due and asked the database how long to sleep (with no
+# job at all, its whole poll interval). Until that sleep ends only a notification wakes it.
+LISTENING = """
+SELECT state_change FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'scheduler-runner-listen'
+  AND state = 'idle' AND query = %s
+"""
+ASKED_HOW_LONG_TO_SLEEP = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'scheduler-runner'
+  AND state = 'idle' AND query = %s AND query_start > %s
 """
 
 
@@ -89,9 +102,15 @@ class TestFiring:
         assert (await client.get(f"/jobs/{job['id']}")).json()["next_run_at"] is None
 
     async def test_a_job_due_now_starts_at_once_when_notified(self, client, procs, sql):
-        runner = procs.runner(poll_interval_s=30)
-        await eventually(lambda: "runner_started" in runner.output(), what="the runner to start")
-        await asyncio.sleep(0.5)  # let it settle into its 30 s sleep
+        procs.runner(poll_interval_s=30)
+
+        def asleep_and_listening() -> bool:
+            listening = sql(LISTENING, (q("listen_secrets").decode(),))
+            if not listening:
+                return False
+            return sql(ASKED_HOW_LONG_TO_SLEEP, (q("job_next_due").decode(), listening[0][0]))[0][0] > 0
+
+        await eventually(asleep_and_listening, what="the runner to listen, then sleep its 30 s poll interval")
         at = datetime.now(UTC) + timedelta(milliseconds=500)
         job = (
             await client.post(
