@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -122,16 +121,35 @@ class TestFiring:
         # Without the notification the runner would sleep its 30 s poll interval first.
         assert started - scheduled < timedelta(seconds=2)
 
-    def test_paused_job_does_not_fire(self, procs, sql):
-        sql(
-            SEED_JOBS,
-            {"schedule": "@every 1s", "anchor": datetime.now(UTC), "grace": 5, "first": None, "count": 5},
+    async def test_paused_jobs_do_not_fire_while_an_active_one_does(self, client, procs, sql):
+        """Paused at creation, by pause or by PATCH, and overdue: a runner firing beside them skips them."""
+
+        async def create(name: str, **extra: Any) -> str:
+            body = {"name": name, "schedule": "@every 1s", "action": {"type": "log"}} | extra
+            response = await client.post("/jobs", json=body)
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        paused = [await create("paused-at-creation", paused=True), await create("paused-later")]
+        patched = await create("patched")
+        # Both are due before they are paused: a pause that left next_run_at would leave them due.
+        await eventually(
+            lambda: sql("SELECT count(*) FROM jobs WHERE next_run_at < now()")[0][0] == 2,
+            what="the two unpaused jobs to be due",
         )
-        sql("UPDATE jobs SET paused = true")
-        runner = procs.runner()
-        wait_for(lambda: "runner_started" in runner.output(), what="runner start")
-        time.sleep(1.5)  # a window in which a wrongly firing runner would have fired
-        assert sql("SELECT count(*) FROM runs")[0][0] == 0
+        assert (await client.post(f"/jobs/{paused[1]}/pause")).status_code == 200
+        assert (await client.patch(f"/jobs/{patched}", json={"paused": True})).status_code == 200
+        paused.append(patched)
+        active = await create("active")
+        procs.runner()
+        # The positive control: its slots are later than the paused jobs' first ones, so three of
+        # them fired mean the runner claimed through cycles in which the paused jobs were overdue.
+        await eventually(
+            lambda: sum(row[1] == "succeeded" for row in runs_of(sql, active)) >= 3,
+            what="three runs of the active job",
+        )
+        assert [runs_of(sql, job_id) for job_id in paused] == [[], [], []]
+        assert sql("SELECT count(*) FROM jobs WHERE paused AND next_run_at IS NOT NULL") == [(0,)]
 
 
 class TestAJobWhoseActionCannotBeRead:
