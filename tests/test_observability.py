@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import httpx
@@ -74,7 +75,9 @@ class TestApiLogs:
 
     def test_access_lines_are_json_with_the_request_id(self, procs):
         url = start_api(procs)
+        sent = time.monotonic()
         response = httpx.get(f"{url}/jobs", headers={"X-Request-ID": "round-trip-1"})
+        round_trip_ms = (time.monotonic() - sent) * 1000
         assert response.headers["x-request-id"] == "round-trip-1"
         api = procs.started[-1]
 
@@ -87,7 +90,9 @@ class TestApiLogs:
         record = wait_for(line, what="the access line")
         assert (record["method"], record["route"], record["status"]) == ("GET", "/jobs", 200)
         assert record["namespace"] == "default"
-        assert record["duration_ms"] >= 0
+        # The API's own measure of a request that read the database: more than nothing, and within
+        # the round trip this test timed around it (the same monotonic clock, one machine).
+        assert 0 < record["duration_ms"] <= round_trip_ms
 
 
 class TestRunnerMetricsAndLogs:
@@ -126,7 +131,8 @@ class TestRunnerMetricsAndLogs:
         assert (sample(text, "scheduler_fire_lateness_seconds_count") or 0) >= 4
         assert (sample(text, "scheduler_run_duration_seconds_count") or 0) >= 4
         assert (sample(text, "scheduler_claim_batch_size_count") or 0) >= 1
-        assert sample(text, "scheduler_runs_in_flight") is not None
+        # One HTTP job whose calls end at once, overlap skip: at most its one call is in flight.
+        assert sample(text, "scheduler_runs_in_flight") in (0, 1)
         assert sample(text, "scheduler_rescues_total") == 0
         assert sample(text, "scheduler_completions_refused_total") == 0
         assert sample(text, "scheduler_db_reconnects_total") == 0
