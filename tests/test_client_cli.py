@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +283,8 @@ class TestChange:
         assert "state:        active" in resumed
         stored = cli.server_jobs()[0]
         assert stored["paused"] is False
-        assert stored["next_run_at"] is not None
+        # Resumed from the next slot after now: for an hourly job made seconds ago, still its first.
+        assert datetime.fromisoformat(stored["next_run_at"]) == datetime.fromisoformat(job["next_run_at"])
 
     def test_delete_removes_the_job(self, cli):
         keep = make_log_job(cli, "keep")

@@ -261,6 +261,7 @@ class TestActions:
     async def test_pause_with_a_note_then_resume(self, client: AsyncTestClient[Any]) -> None:
         """Pausing sets paused and next_run_at null and shows the note; resuming clears both."""
         job_id = await make_job(client, "noted")
+        first_slot = (await client.get(f"/jobs/{job_id}")).json()["next_run_at"]
         token = csrf_of((await client.get(f"/ui/jobs/{job_id}")).text)
         paused = await client.post(f"/ui/jobs/{job_id}/pause", data={"csrf": token, "note": "deploy freeze"})
         assert paused.status_code == 200
@@ -272,7 +273,8 @@ class TestActions:
         await client.post(f"/ui/jobs/{job_id}/resume", data={"csrf": token})
         job = (await client.get(f"/jobs/{job_id}")).json()
         assert job["paused"] is False
-        assert job["next_run_at"] is not None
+        # Resumed from the next slot after now: for an hourly job made seconds ago, still its first.
+        assert job["next_run_at"] == first_slot
         assert "deploy freeze" not in (await client.get(f"/ui/jobs/{job_id}")).text
 
     async def test_a_stale_edit_says_so_and_saves_nothing(self, client: AsyncTestClient[Any]) -> None:
