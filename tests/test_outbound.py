@@ -125,7 +125,10 @@ class TestAddressRules:
         allow = nets("127.0.0.0/8")
         assert blocked_reason(ipaddress.ip_address("::ffff:127.0.0.1"), allow) is None
         assert blocked_reason(ipaddress.ip_address("64:ff9b::7f00:1"), allow) is None
-        assert blocked_reason(ipaddress.ip_address("::ffff:10.0.0.1"), allow) is not None
+        assert (
+            blocked_reason(ipaddress.ip_address("::ffff:10.0.0.1"), allow)
+            == "an IPv4-mapped form of 10.0.0.1, a private address"
+        )
 
     @pytest.mark.parametrize(
         "host", ["2130706433", "0177.0.0.1", "0x7f.1", "0x7f000001", "017700000001", "127.1", "127.0.0.1."]
