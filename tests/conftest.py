@@ -314,7 +314,7 @@ def receiver() -> Iterator[Receiver]:
                 )
                 delay = target.delay_s
             if delay:
-                time.sleep(delay)
+                time.sleep(delay)  # the slow target a test asked for
             with contextlib.suppress(OSError):
                 self.send_response(target.status)
                 self.send_header("content-length", str(len(target.reply)))

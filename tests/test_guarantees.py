@@ -198,6 +198,7 @@ class TestChaos:
         kills: dict[str, datetime] = {}
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline:
+            # Pacing, not waiting: kills land at random moments of the runners' cycles, 2-4 s apart.
             await asyncio.sleep(random.uniform(2.0, 4.0))
             index = random.randrange(len(runners))
             victim = runners[index]

@@ -85,6 +85,7 @@ class Hostile:
 
 
 def _trickle(sock: socket.socket, data: bytes, every_s: float) -> int:
+    """Send ``data`` a byte at a time, ``every_s`` apart: the slowness is the hostile answer itself."""
     sent = 0
     for index in range(len(data)):
         sock.sendall(data[index : index + 1])
