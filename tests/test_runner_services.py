@@ -419,6 +419,10 @@ class TestClaimAtAGivenNow:
         # 2.5 s late, the slot two seconds before the hour is the most recent one missed; the next
         # two are still inside the grace and fire as scheduled.
         assert counts.fired == {("catchup", "started"): 1, ("schedule", "started"): 2}
+        # Done inside the claim, each of the three is timed (at 0 s) and counted.
+        registry = runner_parts.runner.metrics.registry
+        assert registry.get_sample_value("scheduler_run_duration_seconds_count") == 3
+        assert registry.get_sample_value("scheduler_runs_completed_total", {"status": "succeeded"}) == 3
         end = SLOT + timedelta(hours=1)
         rows = sql("SELECT scheduled_for, trigger FROM runs WHERE job_id = %s ORDER BY 1", (job_id,))
         assert rows == [
