@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from itertools import islice
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from types import NoneType, UnionType
 from typing import Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
 from uuid import UUID
@@ -32,6 +32,7 @@ from scheduler.domain.models import (
     RUN_TRIGGER,
     Action,
     Job,
+    JobValues,
     LogAction,
     Misfire,
     OverlapPolicy,
@@ -287,6 +288,58 @@ def _struct(cls: type[T], *queries: str) -> RowShape[T]:
     return RowShape(columns, bind, queries)
 
 
+def _column_encoder(kind: Any) -> Callable[[Any], Any] | None:
+    """How a one-column field is written; None when as it is."""
+    if kind in _PLAIN:
+        return None
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return attrgetter("value")
+    if _is_json(kind):
+        return lambda value: _json_encoder.encode(value).decode()
+    raise TypeError(f"no column mapping for {kind!r}")
+
+
+def _struct_writer(cls: type[msgspec.Struct], prefix: str = "") -> Callable[[Any, dict[str, Any]], None]:
+    """What puts a Struct's values into statement parameters named like its columns."""
+    steps: list[Callable[[Any, dict[str, Any]], None]] = []
+    for field in msgspec.structs.fields(cls):
+        kind, nullable = _bare(field.type)
+        if nullable and _is_struct(kind):  # nothing writes one yet: last_run is the database's
+            raise TypeError(f"{cls.__name__}.{field.name}: an optional nested Struct is not written")
+        steps.append(_field_writer(field.name, prefix + field.name, kind))
+
+    def write(value: Any, params: dict[str, Any]) -> None:
+        for step in steps:
+            step(value, params)
+
+    return write
+
+
+def _field_writer(name: str, column: str, kind: Any) -> Callable[[Any, dict[str, Any]], None]:
+    get = attrgetter(name)
+    if _is_struct(kind):
+        nested = _struct_writer(kind, column + "_")
+        return lambda value, params: nested(get(value), params)
+    encode = _column_encoder(kind)
+    if encode is None:
+        return lambda value, params: params.__setitem__(column, get(value))
+    return lambda value, params: params.__setitem__(
+        column, None if (field := get(value)) is None else encode(field)
+    )
+
+
+def _struct_params(cls: type[T]) -> Callable[[T], dict[str, Any]]:
+    """Statement parameters from a ``cls``, named like its columns (as `_struct` reads them)."""
+    write = _struct_writer(cast("type[msgspec.Struct]", cls))
+
+    def params(value: T) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        write(value, found)
+        return found
+
+    return params
+
+
 async def _all(
     conn: AsyncConn, shape: RowShape[T], query: str, params: Mapping[str, Any] | None = None
 ) -> list[T]:
@@ -327,54 +380,12 @@ _unread("id", queries=("job_lock_many",))
 # ------------------------------------------------------------------------------------------ jobs
 
 
-class JobValues(msgspec.Struct, kw_only=True):
-    """Every column a create or update writes."""
-
-    name: str
-    description: str
-    schedule: str
-    timezone: str
-    start_at: datetime | None
-    end_at: datetime | None
-    anchor_at: datetime
-    action: Action
-    timeout_s: int
-    retry: RetryPolicy
-    misfire: Misfire
-    overlap: OverlapPolicy
-    paused: bool
-    labels: dict[str, str]
-    next_run_at: datetime | None
+_job_params = _struct_params(JobValues)
 
 
-def _job_params(values: JobValues) -> dict[str, Any]:
-    return {
-        "name": values.name,
-        "description": values.description,
-        "schedule": values.schedule,
-        "timezone": values.timezone,
-        "start_at": values.start_at,
-        "end_at": values.end_at,
-        "anchor_at": values.anchor_at,
-        "action": _json_encoder.encode(values.action).decode(),
-        "timeout_s": values.timeout_s,
-        "retry_max_attempts": values.retry.max_attempts,
-        "retry_min_backoff_s": values.retry.min_backoff_s,
-        "retry_max_backoff_s": values.retry.max_backoff_s,
-        "misfire_policy": values.misfire.policy.value,
-        "misfire_grace_s": values.misfire.grace_s,
-        "misfire_window_s": values.misfire.window_s,
-        "overlap": values.overlap.value,
-        "paused": values.paused,
-        "labels": _json_encoder.encode(values.labels).decode(),
-        "next_run_at": values.next_run_at,
-    }
-
-
-async def job_insert(conn: AsyncConn, *, job_id: UUID, namespace: str, values: JobValues) -> Job | None:
-    """Create a job; None when its name is taken in the namespace."""
-    params = _job_params(values) | {"id": job_id, "namespace": namespace}
-    return await _one(conn, _JOB, "job_insert", params)
+async def job_insert(conn: AsyncConn, values: JobValues) -> Job | None:
+    """Create a job; None when its name is taken in its namespace."""
+    return await _one(conn, _JOB, "job_insert", _job_params(values))
 
 
 async def job_get(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | None:
@@ -421,10 +432,12 @@ async def job_list(
     return await _all(conn, _JOB, "job_list", params)
 
 
-async def job_update(conn: AsyncConn, *, namespace: str, job_id: UUID, values: JobValues) -> Job | None:
-    """Overwrite the job's settable columns and bump its version; None when it is gone."""
-    params = _job_params(values) | {"id": job_id, "namespace": namespace}
-    return await _one(conn, _JOB, "job_update", params)
+async def job_update(conn: AsyncConn, values: JobValues) -> Job | None:
+    """Overwrite the settable columns of job ``values.id`` and bump its version; None when it is gone.
+
+    The job is looked for in ``values.namespace`` only.
+    """
+    return await _one(conn, _JOB, "job_update", _job_params(values))
 
 
 async def job_delete(conn: AsyncConn, *, namespace: str, job_id: UUID) -> bool:
