@@ -1192,21 +1192,6 @@ async def job_pause_note_set(conn: AsyncConn, *, namespace: str, job_id: UUID, n
     await _execute(conn, "job_pause_note_set", {"id": job_id, "namespace": namespace, "note": note})
 
 
-def _pause_note(id: UUID, pause_note: str) -> tuple[UUID, str]:  # noqa: A002 - named after its column
-    return id, pause_note
-
-
-_PAUSE_NOTE = _built(_pause_note, "job_pause_notes")
-
-
-async def job_pause_notes(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID]) -> dict[UUID, str]:
-    """The pause notes of these jobs, by id (jobs without one are left out)."""
-    if not job_ids:
-        return {}
-    params = {"ids": list(job_ids), "namespace": namespace}
-    return dict(await _all(conn, _PAUSE_NOTE, "job_pause_notes", params))
-
-
 class RecentOutcomes(msgspec.Struct, kw_only=True, frozen=True):
     """A job's last runs as the console's jobs page shows them."""
 
