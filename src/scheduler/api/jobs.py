@@ -313,7 +313,7 @@ class JobController(Controller):
             if job is None:
                 raise _job_not_found(job_id)
             runs = await store.run_list_for_job(
-                conn, job_id=job_id, before=before, limit=limit, status=status
+                conn, job_id=job_id, before=before, limit=limit, now=datetime.now(UTC), status=status
             )
         next_cursor = None
         if len(runs) == limit:

@@ -16,7 +16,7 @@ from itertools import islice
 from operator import attrgetter, itemgetter
 from types import NoneType, UnionType
 from typing import Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from psycopg import AsyncCursor, Cursor
@@ -42,7 +42,7 @@ from scheduler.domain.models import (
     RunTrigger,
 )
 from scheduler.domain.schedule import Timing
-from scheduler.ids import uuid7, uuid7_time
+from scheduler.ids import uuid7_time
 
 _action_decoder = msgspec.json.Decoder(Action)
 _json_encoder = msgspec.json.Encoder()
@@ -765,15 +765,16 @@ async def run_list_for_job(
     job_id: UUID,
     before: tuple[datetime, int] | None,
     limit: int,
+    now: datetime,
     status: RunStatus | None = None,
 ) -> list[Run]:
     """Return one page of a job's history, newest slot first, before the (slot, attempt) cursor.
 
-    The first page starts just past now: runs exist only for slots that came due (and manual runs,
-    slotted at their trigger), so the partitions made ahead for the coming week are pruned.
+    The first page starts just past ``now``: runs exist only for slots that came due (and manual
+    runs, slotted at their trigger), so the partitions made ahead for the coming week are pruned.
     """
     if before is None:
-        before = (datetime.now(UTC) + _FIRST_PAGE_SLACK, 2**31 - 1)
+        before = (now + _FIRST_PAGE_SLACK, 2**31 - 1)
     before_slot, before_attempt = before
     params = {
         "job_id": job_id,
@@ -1085,17 +1086,20 @@ async def signing_secrets_current(conn: AsyncConn, *, namespace: str) -> list[st
 
 
 async def signing_secret_create(
-    conn: AsyncConn, *, namespace: str, secret: str, grace_s: float | None
+    conn: AsyncConn, *, namespace: str, secret: str, grace_s: float | None, secret_id: UUID | None = None
 ) -> None:
-    """Make ``secret`` the namespace's current one (caller's transaction).
+    """Make ``secret`` the namespace's current one (caller's transaction), stored as ``secret_id``.
 
     With ``grace_s`` this is a rotation: the old current secret stays valid that long. Without it, the
-    secret is only added when the namespace has no current one.
+    secret is only added when the namespace has no current one. The caller names the row (a UUIDv7
+    of its clock); a caller that does not yet gets a random UUIDv4, which is as good a key: nothing
+    orders or reads secrets by id.
     """
     await _execute(conn, "namespace_ensure", {"name": namespace})
     if grace_s is not None:
         await _execute(conn, "signing_secret_expire_current", {"namespace": namespace, "grace_s": grace_s})
-    await _execute(conn, "signing_secret_insert", {"id": uuid7(), "namespace": namespace, "secret": secret})
+    params = {"id": secret_id or uuid4(), "namespace": namespace, "secret": secret}
+    await _execute(conn, "signing_secret_insert", params)
     await _execute(conn, "signing_secrets_changed", {"namespace": namespace})
 
 

@@ -482,7 +482,7 @@ class ConsoleController(Controller):
             job = await store.job_get(conn, namespace=namespace, job_id=job_id)
             if job is None:
                 raise _job_not_found(job_id)
-            runs = await store.run_list_for_job(conn, job_id=job_id, before=None, limit=100)
+            runs = await store.run_list_for_job(conn, job_id=job_id, before=None, limit=100, now=now)
         return await _page(
             request,
             viewer,
