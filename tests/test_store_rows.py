@@ -111,7 +111,7 @@ class TestRowsAreReadByName:
             in_order = store._DUE.maker("job_claim_due", listed.pgresult)(listed.fetchall()[0])
             out_of_order = store._DUE.maker("job_claim_due", shuffled.pgresult)(shuffled.fetchall()[0])
         assert out_of_order == in_order
-        due, db_now = in_order
+        due, db_now = in_order.job, in_order.db_now
         assert (due.name, due.timeout_s, due.retry.max_backoff_s, due.misfire.policy) == (
             "nightly",
             7,

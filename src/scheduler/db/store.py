@@ -474,6 +474,13 @@ class DueJob(msgspec.Struct, kw_only=True):
 _STAND_IN = LogAction()
 
 
+class _Claimed(msgspec.Struct, frozen=True):
+    """One row of the claim: the job, and the claim's now (the same on every row)."""
+
+    job: DueJob
+    db_now: datetime
+
+
 def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
     id: UUID,  # noqa: A002 - named after its column
     namespace: str,
@@ -495,7 +502,7 @@ def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
     overlap: str,
     active_runs: int,
     db_now: datetime,
-) -> tuple[DueJob, datetime]:
+) -> _Claimed:
     # Runs once per fire: the builder takes the columns as they come, with no lookup per row.
     unreadable = None
     try:
@@ -524,7 +531,7 @@ def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
         active_runs=active_runs,
         unreadable=unreadable,
     )
-    return due, db_now
+    return _Claimed(due, db_now)
 
 
 _DUE = _built(_due, "job_claim_due")
@@ -540,7 +547,7 @@ async def job_claim_due(
     claimed = await _all(conn, _DUE, "job_claim_due", {"limit": limit, "now": now})
     if not claimed:
         return [], None
-    return [due for due, _ in claimed], claimed[0][1]
+    return [row.job for row in claimed], claimed[0].db_now
 
 
 class Move(msgspec.Struct, kw_only=True, frozen=True):
