@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from itertools import islice
+from keyword import iskeyword
 from operator import attrgetter, itemgetter
 from types import NoneType, UnionType
 from typing import Annotated, Any, Generic, TypeVar, cast, get_args, get_origin
@@ -29,7 +29,6 @@ from scheduler.domain.models import (
     MISFIRE_POLICY,
     OVERLAP_POLICY,
     RUN_STATUS,
-    RUN_TRIGGER,
     Action,
     Job,
     JobValues,
@@ -54,9 +53,10 @@ RowFactory = Callable[[AsyncCursor[Any] | Cursor[Any]], RowMaker[T]]
 
 # ----------------------------------------------------------------------------------- row shapes
 # Every result row is read by column name through one mechanism: a RowShape names its columns
-# once (a builder's parameters, or a Struct's fields); psycopg calls its factory once per result,
-# which finds those names among the result's columns; each row then costs C-level itemgetters and
-# one call of the builder, about what unpacking the row by position costs.
+# once, as the parameters of its builder (written out, or made from a Struct's fields); psycopg
+# calls its factory once per result, which finds those names among the result's columns; each
+# row then costs an itemgetter and one call of the builder, about what unpacking it by position
+# costs.
 
 
 class RowShapeError(LookupError):
@@ -167,9 +167,6 @@ def _built(build: Callable[..., T], *queries: str, discarded: Sequence[str] = ()
 # columns (retry_max_attempts), an optional nested Struct as NULLs when absent (last_run_*), enums
 # by value, and unions of Structs (the action) or dicts (labels) as JSON.
 
-_Get = Callable[[Sequence[Any]], Any]
-# What a field becomes, given the positions of its columns (consumed in the shape's order).
-_Plan = Callable[[Iterator[int]], _Get]
 _PLAIN = (UUID, str, int, float, bool, datetime, date, bytes)
 
 
@@ -194,98 +191,72 @@ def _is_json(kind: Any) -> bool:
     return isinstance(kind, UnionType) and all(_is_struct(member) for member in get_args(kind))
 
 
-def _converted(convert: Callable[[Any], Any], *, nullable: bool) -> _Plan:
-    def plan(positions: Iterator[int]) -> _Get:
-        get = itemgetter(next(positions))
-        if nullable:
-            return lambda values: None if (value := get(values)) is None else convert(value)
-        return lambda values: convert(get(values))
-
-    return plan
-
-
-def _column_plan(kind: Any, *, nullable: bool) -> _Plan | None:
+def _column_decoder(kind: Any) -> Callable[[Any], Any] | None:
     """How a one-column field is read; None when as it is."""
     if kind in _PLAIN:
         return None
     if isinstance(kind, type) and issubclass(kind, Enum):
-        return _converted({member.value: member for member in kind}.__getitem__, nullable=nullable)
+        return {member.value: member for member in kind}.__getitem__
     if _is_json(kind):
-        return _converted(msgspec.json.Decoder(kind).decode, nullable=nullable)
+        return msgspec.json.Decoder(kind).decode
     raise TypeError(f"no column mapping for {kind!r}")
 
 
-def _struct_plan(cls: type[msgspec.Struct], prefix: str = "") -> tuple[list[str], _Plan]:
-    """The columns a Struct is read from, and how it is read from them."""
-    columns: list[str] = []
-    fields: list[tuple[str, _Plan | None]] = []
-    for field in msgspec.structs.fields(cls):
-        kind, nullable = _bare(field.type)
-        column = prefix + field.name
-        plan: _Plan | None
-        if _is_struct(kind):
-            nested, plan = _struct_plan(kind, column + "_")
-            columns += nested
-            if nullable:
-                plan = _absent_when_null(plan, len(nested))
-        else:
-            columns.append(column)
-            plan = _column_plan(kind, nullable=nullable)
-        fields.append((field.name, plan))
+class _BuilderSource:
+    """The source of a builder taking a Struct's columns as parameters, and the names it uses."""
 
-    def bind(positions: Iterator[int]) -> _Get:
-        # Fields read as they are go through one itemgetter; the others each through their own.
-        plain_names: list[str] = []
-        plain_positions: list[int] = []
-        converted: list[tuple[str, _Get]] = []
-        for name, plan in fields:
-            if plan is None:
-                plain_names.append(name)
-                plain_positions.append(next(positions))
+    def __init__(self) -> None:
+        self.columns: list[str] = []
+        self.names: dict[str, Any] = {}
+
+    def construct(self, cls: type[msgspec.Struct], prefix: str = "") -> str:
+        """The expression making ``cls`` from its columns' parameters."""
+        self.names[f"_{cls.__name__}"] = cls
+        given: list[str] = []
+        for field in msgspec.structs.fields(cls):
+            kind, nullable = _bare(field.type)
+            column = prefix + field.name
+            if _is_struct(kind):
+                first = len(self.columns)
+                value = self.construct(kind, column + "_")
+                if nullable:
+                    absent = " and ".join(f"{nested} is None" for nested in self.columns[first:])
+                    value = f"None if {absent} else {value}"
             else:
-                converted.append((name, plan(positions)))
-        pick = _picker(plain_positions)
-        every_field = dict.fromkeys(cls.__struct_fields__)  # copied, it is filled without a resize
-
-        def read(values: Sequence[Any]) -> Any:
-            given = every_field.copy()
-            given.update(zip(plain_names, pick(values), strict=True))
-            for name, get in converted:
-                given[name] = get(values)
-            return cls(**given)
-
-        return read
-
-    return columns, bind
+                if not column.isidentifier() or iskeyword(column):
+                    raise TypeError(f"column {column!r} cannot name a parameter")
+                self.columns.append(column)
+                value = column
+                decode = _column_decoder(kind)
+                if decode is not None:
+                    self.names[f"_read_{column}"] = decode
+                    value = f"_read_{column}({column})"
+                    if nullable:
+                        value = f"None if {column} is None else {value}"
+            given.append(f"{field.name}={value}")
+        return f"_{cls.__name__}({', '.join(given)})"
 
 
-def _picker(positions: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
-    """An itemgetter that returns a tuple for any number of positions."""
-    if len(positions) > 1:
-        return itemgetter(*positions)
-    if positions:
-        one = itemgetter(*positions)
-        return lambda values: (one(values),)
-    return lambda _: ()
+def _struct_builder(cls: type[T]) -> Callable[..., T]:
+    """A builder whose parameters are the columns ``cls`` is stored in, made from its fields.
 
-
-def _absent_when_null(plan: _Plan, width: int) -> _Plan:
-    def bind(positions: Iterator[int]) -> _Get:
-        mine = list(islice(positions, width))
-        read, pick = plan(iter(mine)), _picker(mine)
-        return lambda values: None if pick(values).count(None) == width else read(values)
-
-    return bind
+    Generated the way a dataclass's __init__ is, so that reading a row costs one call with the
+    values in place, as a hand-written builder's would; a generic loop over the fields measured
+    twice the cost per row, which job and run pages pay hundreds of times.
+    """
+    source = _BuilderSource()
+    body = source.construct(cast("type[msgspec.Struct]", cls))
+    namespace = dict(source.names)
+    # The text is made of field names checked to be identifiers, and names bound just above.
+    exec(f"def build({', '.join(source.columns)}):\n    return {body}\n", namespace)  # noqa: S102
+    build: Callable[..., T] = namespace["build"]
+    build.__qualname__ = build.__name__ = f"build_{cls.__name__}"
+    return build
 
 
 def _struct(cls: type[T], *queries: str) -> RowShape[T]:
     """Rows read as ``cls``: its columns follow from its fields."""
-    columns, plan = _struct_plan(cast("type[msgspec.Struct]", cls))
-
-    def bind(positions: tuple[int, ...], _width: int) -> RowMaker[T]:
-        return cast("RowMaker[T]", plan(iter(positions)))
-
-    return RowShape(columns, bind, queries)
+    return _built(_struct_builder(cls), *queries)
 
 
 def _column_encoder(kind: Any) -> Callable[[Any], Any] | None:
@@ -622,24 +593,7 @@ class InsertedRun(msgspec.Struct, kw_only=True, frozen=True):
     started_at: datetime | None
 
 
-def _inserted(
-    id: UUID,  # noqa: A002 - named after its column
-    scheduled_for: datetime,
-    status: str,
-    lease_token: UUID | None,
-    started_at: datetime | None,
-) -> InsertedRun:
-    # Once per fire, like the claim: a builder of its own rather than the generic Struct reader.
-    return InsertedRun(
-        id=id,
-        scheduled_for=scheduled_for,
-        status=RUN_STATUS[status],
-        lease_token=lease_token,
-        started_at=started_at,
-    )
-
-
-_INSERTED = _built(_inserted, "run_record_many")
+_INSERTED = _struct(InsertedRun, "run_record_many")
 
 
 async def run_record_many(
@@ -931,46 +885,7 @@ class ClaimedRun(msgspec.Struct, kw_only=True, frozen=True):
     overlap: OverlapPolicy
 
 
-def _claimed(  # noqa: PLR0917 - one parameter per column, in the query's order
-    run_id: UUID,
-    job_id: UUID,
-    scheduled_for: datetime,
-    trigger: str,
-    attempt: int,
-    lease_token: UUID,
-    started_at: datetime,
-    namespace: str,
-    job_name: str,
-    action: bytes,
-    timeout_s: int,
-    retry_max_attempts: int,
-    retry_min_backoff_s: float,
-    retry_max_backoff_s: float,
-    overlap: str,
-) -> ClaimedRun:
-    # Once per run started from pending (retries, manual and queued runs): a builder of its own.
-    return ClaimedRun(
-        run_id=run_id,
-        job_id=job_id,
-        scheduled_for=scheduled_for,
-        trigger=RUN_TRIGGER[trigger],
-        attempt=attempt,
-        lease_token=lease_token,
-        started_at=started_at,
-        namespace=namespace,
-        job_name=job_name,
-        action=_action_decoder.decode(action),
-        timeout_s=timeout_s,
-        retry=RetryPolicy(
-            max_attempts=retry_max_attempts,
-            min_backoff_s=retry_min_backoff_s,
-            max_backoff_s=retry_max_backoff_s,
-        ),
-        overlap=OVERLAP_POLICY[overlap],
-    )
-
-
-_CLAIMED = _built(_claimed, "run_claim_pending")
+_CLAIMED = _struct(ClaimedRun, "run_claim_pending")
 
 
 async def run_claim_pending(
