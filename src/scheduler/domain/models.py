@@ -184,7 +184,11 @@ def project(shape: type[S], source: object, **given: Any) -> S:
     How a Job becomes its JobValues or its wire shape, and a request body plus what the service
     decides becomes JobValues, without spelling the fields out again.
     """
+    if not given:
+        # msgspec reads the attributes in C (as fast as the fields spelled out), checking them
+        # against the shape's types; Structs and enums among them are kept, not copied.
+        return msgspec.convert(source, shape, from_attributes=True)
     fields = shape.__struct_fields__
-    if given and (unknown := given.keys() - set(fields)):
+    if unknown := given.keys() - set(fields):
         raise TypeError(f"{shape.__name__} has no field {', '.join(sorted(unknown))}")
     return shape(**{name: given[name] if name in given else getattr(source, name) for name in fields})
