@@ -62,6 +62,9 @@ class TestMigrations:
         assert len([p for p in parts if re.fullmatch(r"runs_\d{8}", p)]) >= 14
 
 
+_TAKES_QUERY = {"q", "execute", "fetch_one", "fetch_all"}
+
+
 class TestNamedQueries:
     """SQL lives in sql/queries; runtime code refers to it by name only."""
 
@@ -70,15 +73,22 @@ class TestNamedQueries:
         used: set[str] = set()
         for path in (ROOT / "src").rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
+                # q("name"), or the store's execute(conn, "name"), fetch_one/fetch_all(conn, shape, "name").
                 if (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Name)
-                    and node.func.id == "q"
-                    and node.args
-                    and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str)
+                    and node.func.id in _TAKES_QUERY
                 ):
-                    used.add(node.args[0].value)
+                    literal = next(
+                        (
+                            a.value
+                            for a in node.args
+                            if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                        ),
+                        None,
+                    )
+                    if literal is not None:
+                        used.add(literal)
         assert used, "no query use found: the scan is broken"
         assert used - names == set()
         assert names - used == set(), "queries nobody uses"

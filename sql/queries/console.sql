@@ -15,11 +15,6 @@ LIMIT 1
 -- The console's note on a paused job (NULL clears it); the caller holds the job's lock.
 UPDATE jobs SET pause_note = %(note)s WHERE id = %(id)s AND namespace = %(namespace)s
 
--- name: job_pause_notes
--- The notes of the paused jobs on a page, by id.
-SELECT id, pause_note FROM jobs
-WHERE id = ANY(%(ids)b::uuid[]) AND namespace = %(namespace)s AND pause_note IS NOT NULL
-
 -- name: job_list_failing
 -- The console's "failing" filter: jobs whose last run did not succeed, in name order on the same
 -- keyset as job_list (a failing job is rare, so the name index is walked with the filter).

@@ -106,12 +106,14 @@ SELECT id FROM jobs WHERE id = ANY(%(ids)b::uuid[]) ORDER BY id FOR UPDATE
 -- name: job_next_due
 -- How long the runner may sleep: until the earliest slot or pending run, by the database clock.
 SELECT
-    extract(epoch FROM (SELECT min(next_run_at) FROM jobs WHERE next_run_at IS NOT NULL) - now()),
+    extract(epoch FROM (SELECT min(next_run_at) FROM jobs WHERE next_run_at IS NOT NULL) - now())
+        AS slot_in_s,
     extract(epoch FROM (SELECT min(available_at) FROM runs WHERE status = 'pending') - now())
+        AS pending_in_s
 
 -- name: job_due_backlog
 -- The backlog gauge: jobs due now (or at `now`) and not yet claimed, counted on the due index and
 -- capped so a huge backlog costs a bounded scan.
-SELECT count(*) FROM (
+SELECT count(*) AS backlog FROM (
     SELECT 1 FROM jobs WHERE next_run_at <= coalesce(%(now)s::timestamptz, now()) LIMIT 1000000
 ) AS due

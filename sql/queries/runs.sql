@@ -203,7 +203,7 @@ FROM cancelled LEFT JOIN told ON true
 
 -- name: run_latest_attempt
 -- The newest attempt of a slot: a manual retry must follow it, not an older one.
-SELECT max(attempt) FROM runs WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
+SELECT max(attempt) AS latest_attempt FROM runs WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
 
 -- name: run_promote_queued
 -- Overlap "queue": when the job's running run ends, its waiting run becomes available now.
@@ -212,13 +212,13 @@ WITH promoted AS (
     WHERE job_id = ANY(%(job_ids)b::uuid[]) AND status = 'pending' AND available_at IS NULL
     RETURNING id
 )
-SELECT count(*), pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) > 0
+SELECT count(*) AS promoted, pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) > 0
 
 -- name: run_has_queued
 -- Whether the job already has a run waiting behind a running one (overlap "queue" keeps one).
 SELECT EXISTS (
     SELECT 1 FROM runs WHERE job_id = %(job_id)s AND status = 'pending' AND available_at IS NULL
-)
+) AS queued
 
 -- name: run_claim_pending
 -- Starts pending runs whose time has come (retries after their backoff, manual triggers, queued
@@ -243,8 +243,8 @@ UPDATE runs r SET
 FROM picked p, jobs j, clock
 WHERE r.id = p.id AND r.scheduled_for = p.scheduled_for AND j.id = r.job_id
 RETURNING
-    r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.lease_token, r.started_at, j.namespace,
-    j.name, j.action, j.timeout_s, j.retry_max_attempts, j.retry_min_backoff_s, j.retry_max_backoff_s,
+    r.id AS run_id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.lease_token, r.started_at,
+    j.namespace, j.name AS job_name, j.action, j.timeout_s, j.retry_max_attempts, j.retry_min_backoff_s, j.retry_max_backoff_s,
     j.overlap
 
 -- name: run_heartbeat_many
@@ -280,8 +280,8 @@ SELECT id, pg_notify('scheduler_wake', '') FROM released
 -- name: run_find_expired
 -- The rescuer's sweep: running rows whose lease ran out (their runner died, froze or lost the
 -- database), with what the retry decision needs. The partial index holds only running rows.
-SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.runner, j.retry_max_attempts,
-       j.retry_min_backoff_s, j.retry_max_backoff_s, j.overlap
+SELECT r.id AS run_id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.runner,
+       j.retry_max_attempts, j.retry_min_backoff_s, j.retry_max_backoff_s, j.overlap
 FROM runs r
 JOIN jobs j ON j.id = r.job_id
 WHERE r.status = 'running' AND r.lease_expires_at < coalesce(%(now)s::timestamptz, now())

@@ -1,6 +1,6 @@
 -- name: health_check
 -- Readiness: the cheapest statement that proves the database answers.
-SELECT 1
+SELECT 1 AS ok
 
 -- name: listen_wake
 -- Runners sleep until the earliest slot; the API notifies this channel when a job becomes due sooner.
@@ -16,7 +16,7 @@ LISTEN scheduler_secrets
 
 -- name: maintenance_try_lock
 -- Only one runner at a time does partition upkeep; the others skip it (transaction-scoped lock).
-SELECT pg_try_advisory_xact_lock(7262019385)
+SELECT pg_try_advisory_xact_lock(7262019385) AS locked
 
 -- name: run_partitions_ensure
 -- Creates the daily partitions of runs from the day before `today` (the database's, unless passed)
@@ -24,11 +24,12 @@ SELECT pg_try_advisory_xact_lock(7262019385)
 SELECT run_partitions_ensure(
     coalesce(%(today)s::date, current_date) - 1,
     coalesce(%(today)s::date, current_date) + %(days_ahead)s::integer
-)
+) AS created
 
 -- name: run_partitions_drop_expired
 -- Retention as a partition drop, not a DELETE storm: removes days older than the retention.
 SELECT run_partitions_drop_before(coalesce(%(today)s::date, current_date) - %(retention_days)s::integer)
+    AS dropped
 
 -- name: lock_timeout_short
 -- Partition DDL needs a brief exclusive lock on runs; rather than queue every runner behind it,

@@ -39,14 +39,14 @@ from scheduler.api.state import conn_for, namespace_of, settings_of
 from scheduler.db import store
 from scheduler.db.connections import AsyncConn
 from scheduler.domain import overlap, schedule
-from scheduler.domain.models import Job, Run, RunStatus, RunTrigger
+from scheduler.domain.models import Job, JobValues, Run, RunStatus, RunTrigger, project
 from scheduler.domain.schedule import ScheduleError, Timing
 from scheduler.ids import uuid7
 
 _NAME = re.compile(NAME_PATTERN)
 
 
-def timing_of(values: store.JobValues | Job) -> Timing:
+def timing_of(values: JobValues) -> Timing:
     """The part of a job that decides when it fires."""
     return Timing(values.schedule, values.timezone, values.anchor_at, values.start_at, values.end_at)
 
@@ -56,7 +56,7 @@ def anchor_for(start_at: datetime | None, now: datetime) -> datetime:
     return start_at if start_at is not None else now.replace(microsecond=0)
 
 
-def first_fire(values: store.JobValues, now: datetime) -> datetime:
+def first_fire(values: JobValues, now: datetime) -> datetime:
     """Validate the timing fields together and return the first fire after ``now``."""
     if values.start_at and values.end_at and values.end_at <= values.start_at:
         raise invalid("end_at", "must be after start_at")
@@ -68,7 +68,7 @@ def first_fire(values: store.JobValues, now: datetime) -> datetime:
         raise invalid("schedule", "its fire times fall outside the years 1 to 9999") from None
 
 
-def check_values(values: store.JobValues) -> None:
+def check_values(values: JobValues) -> None:
     """Raise a 422 problem listing every field that is wrong."""
     errors: list[FieldError] = (
         check_instant("start_at", values.start_at)
@@ -152,30 +152,20 @@ class JobController(Controller):
         """Create a job; its first fire time is computed now and stored as next_run_at."""
         namespace = namespace_of(request)
         now = datetime.now(UTC)
-        values = store.JobValues(
-            name=data.name,
-            description=data.description,
-            schedule=data.schedule,
-            timezone=data.timezone,
-            start_at=data.start_at,
-            end_at=data.end_at,
+        values = project(
+            JobValues,
+            data,
+            id=uuid7(),
+            namespace=namespace,
             anchor_at=anchor_for(data.start_at, now),
-            action=data.action,
-            timeout_s=data.timeout_s,
-            retry=data.retry,
-            misfire=data.misfire,
-            overlap=data.overlap,
-            paused=data.paused,
-            labels=data.labels,
             next_run_at=None,
         )
         check_values(values)
         first = first_fire(values, now)
         values.next_run_at = None if data.paused else first
-        job_id = uuid7()
         quota = settings_of(request).namespace_job_quota
         async with conn_for(request) as conn, conn.transaction():
-            job = await store.job_insert(conn, job_id=job_id, namespace=namespace, values=values)
+            job = await store.job_insert(conn, values)
             if job is None:
                 raise _name_taken(data.name, namespace)
             # Counted last: the count's row lock orders racing creates in a namespace, so together
@@ -323,7 +313,7 @@ class JobController(Controller):
             if job is None:
                 raise _job_not_found(job_id)
             runs = await store.run_list_for_job(
-                conn, job_id=job_id, before=before, limit=limit, status=status
+                conn, job_id=job_id, before=before, limit=limit, now=datetime.now(UTC), status=status
             )
         next_cursor = None
         if len(runs) == limit:
@@ -332,36 +322,21 @@ class JobController(Controller):
         return RunPage(items=[RunOut.of(run) for run in runs], next_cursor=next_cursor)
 
 
-def _values_of(job: Job) -> store.JobValues:
-    return store.JobValues(
-        name=job.name,
-        description=job.description,
-        schedule=job.schedule,
-        timezone=job.timezone,
-        start_at=job.start_at,
-        end_at=job.end_at,
-        anchor_at=job.anchor_at,
-        action=job.action,
-        timeout_s=job.timeout_s,
-        retry=job.retry,
-        misfire=job.misfire,
-        overlap=job.overlap,
-        paused=job.paused,
-        labels=job.labels,
-        next_run_at=job.next_run_at,
-    )
+def _values_of(job: Job) -> JobValues:
+    return project(JobValues, job)
 
 
 _TIMING_FIELDS = ("schedule", "timezone", "start_at", "end_at")
 
 
-def _merge(job: Job, patch: JobPatch, now: datetime) -> store.JobValues:
+def _merge(job: Job, patch: JobPatch, now: datetime) -> JobValues:
     """Apply a patch; recompute next_run_at when a field that decides timing changed."""
-    values = _values_of(job)
-    for field in msgspec.structs.fields(JobPatch):
-        value = getattr(patch, field.name)
-        if value is not msgspec.UNSET:
-            setattr(values, field.name, value)
+    changed = {
+        name: value
+        for name in JobPatch.__struct_fields__
+        if (value := getattr(patch, name)) is not msgspec.UNSET
+    }
+    values = project(JobValues, job, **changed)
     timing_changed = any(getattr(values, name) != getattr(job, name) for name in _TIMING_FIELDS)
     if timing_changed:
         if values.start_at != job.start_at or values.schedule != job.schedule:
@@ -387,7 +362,7 @@ async def set_paused(conn: AsyncConn, *, namespace: str, job_id: UUID, paused: b
         values = _values_of(job)
         values.paused = paused
         values.next_run_at = None if paused else schedule.next_fire(timing_of(job), now)
-        updated = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+        updated = await store.job_update(conn, values)
         job = updated if updated is not None else job
     return job
 
@@ -451,7 +426,7 @@ async def update(
         return job
     check_values(values)
     try:
-        updated = await store.job_update(conn, namespace=namespace, job_id=job_id, values=values)
+        updated = await store.job_update(conn, values)
     except psycopg.errors.UniqueViolation:  # renamed to a name another job has
         raise _name_taken(values.name, namespace) from None
     if updated is None:  # pragma: no cover - the row is locked

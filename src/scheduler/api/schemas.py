@@ -22,6 +22,7 @@ from scheduler.domain.models import (
     Run,
     RunStatus,
     RunTrigger,
+    project,
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
@@ -131,28 +132,7 @@ class JobOut(msgspec.Struct, kw_only=True):
     @classmethod
     def of(cls, job: Job) -> JobOut:
         """Project a stored job onto its wire shape."""
-        return cls(
-            id=job.id,
-            namespace=job.namespace,
-            name=job.name,
-            description=job.description,
-            schedule=job.schedule,
-            timezone=job.timezone,
-            start_at=job.start_at,
-            end_at=job.end_at,
-            action=job.action,
-            timeout_s=job.timeout_s,
-            retry=job.retry,
-            misfire=job.misfire,
-            overlap=job.overlap,
-            paused=job.paused,
-            labels=job.labels,
-            next_run_at=job.next_run_at,
-            last_run=job.last_run,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            version=job.version,
-        )
+        return project(cls, job)
 
 
 class JobPage(msgspec.Struct):
@@ -182,21 +162,7 @@ class RunOut(msgspec.Struct, kw_only=True):
     @classmethod
     def of(cls, run: Run) -> RunOut:
         """Project a stored run onto its wire shape."""
-        return cls(
-            id=run.id,
-            job_id=run.job_id,
-            scheduled_for=run.scheduled_for,
-            trigger=run.trigger,
-            attempt=run.attempt,
-            status=run.status,
-            runner=run.runner,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            duration_ms=run.duration_ms,
-            http_status=run.http_status,
-            output=run.output,
-            error=run.error,
-        )
+        return project(cls, run)
 
 
 class RunPage(msgspec.Struct):

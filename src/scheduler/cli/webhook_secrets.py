@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from scheduler.db import connections, store
 from scheduler.domain.webhooks import new_secret
+from scheduler.ids import uuid7
 from scheduler.runner.signing import CACHE_TTL_S as RUNNER_CACHE_TTL_S
 
 DEFAULT_GRACE_S = 24 * 3600
@@ -34,7 +35,7 @@ async def secrets_command(args: argparse.Namespace, url: str) -> int:
         if args.secrets_command == "rotate":
             async with conn.transaction():
                 await store.signing_secret_create(
-                    conn, namespace=args.namespace, secret=new_secret(), grace_s=grace_s
+                    conn, namespace=args.namespace, secret=new_secret(), grace_s=grace_s, secret_id=uuid7()
                 )
             print(  # noqa: T201
                 f"rotated the signing secret of namespace {args.namespace}: the previous one stays valid, "
@@ -53,7 +54,7 @@ async def secrets_command(args: argparse.Namespace, url: str) -> int:
             # lazily at that call is made now.
             async with conn.transaction():
                 await store.signing_secret_create(
-                    conn, namespace=args.namespace, secret=new_secret(), grace_s=None
+                    conn, namespace=args.namespace, secret=new_secret(), grace_s=None, secret_id=uuid7()
                 )
             print(f"namespace {args.namespace} had no signing secret; made one", file=sys.stderr)  # noqa: T201
         valid = await store.signing_secrets_valid(conn, namespace=args.namespace)

@@ -16,6 +16,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
+SyncConn = psycopg.Connection[TupleRow]
 
 
 class RawJsonLoader(Loader):
@@ -43,7 +44,7 @@ async def connect(url: str, *, application_name: str) -> AsyncConn:
     return conn
 
 
-def connect_sync(url: str, *, application_name: str) -> psycopg.Connection[TupleRow]:
+def connect_sync(url: str, *, application_name: str) -> SyncConn:
     """Open one configured blocking connection (migrations, command-line tools)."""
     conn = psycopg.connect(conninfo_with_app(url, application_name), autocommit=True)
     _prepare(conn)

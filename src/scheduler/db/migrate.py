@@ -8,8 +8,8 @@ from pathlib import Path
 
 import structlog
 
-from scheduler.db import connections
-from scheduler.db.queries import q, sql_dir
+from scheduler.db import connections, store
+from scheduler.db.queries import sql_dir
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 log = structlog.get_logger("scheduler.db.migrate")
@@ -46,20 +46,18 @@ def migrate(url: str) -> list[int]:
     """
     applied_now: list[int] = []
     with connections.connect_sync(url, application_name="scheduler-migrate") as conn:
-        conn.execute(q("migration_lock"))
+        store.migration_lock(conn)
         try:
-            conn.execute(q("migration_table_create"))
-            done = {row[0] for row in conn.execute(q("migration_applied_versions")).fetchall()}
+            store.migration_table_create(conn)
+            done = store.migration_applied_versions(conn)
             for migration in available():
                 if migration.version in done:
                     continue
                 with conn.transaction():
                     conn.execute(migration.path.read_bytes())
-                    conn.execute(
-                        q("migration_record"), {"version": migration.version, "name": migration.name}
-                    )
+                    store.migration_record(conn, version=migration.version, name=migration.name)
                 applied_now.append(migration.version)
                 log.info("migration_applied", version=migration.version, migration=migration.name)
         finally:
-            conn.execute(q("migration_unlock"))
+            store.migration_unlock(conn)
     return applied_now

@@ -7,24 +7,24 @@ and get msgspec Structs back, never raw rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import msgspec
-from psycopg.rows import RowMaker
 
-from scheduler.db.connections import AsyncConn
+from scheduler.db.connections import AsyncConn, SyncConn
 from scheduler.db.queries import q
+from scheduler.db.rows import built, column, execute, fetch_all, fetch_one, struct, struct_params, unread
 from scheduler.domain.models import (
     MISFIRE_POLICY,
     OVERLAP_POLICY,
     RUN_STATUS,
-    RUN_TRIGGER,
     Action,
     Job,
-    LastRun,
+    JobValues,
     LogAction,
     Misfire,
     OverlapPolicy,
@@ -34,165 +34,48 @@ from scheduler.domain.models import (
     RunTrigger,
 )
 from scheduler.domain.schedule import Timing
-from scheduler.ids import uuid7, uuid7_time
+from scheduler.ids import uuid7_time
 
 _action_decoder = msgspec.json.Decoder(Action)
-_labels_decoder = msgspec.json.Decoder(dict[str, str])
 _json_encoder = msgspec.json.Encoder()
 # A str can hold lone surrogates (decoded with "surrogateescape", cut mid-pair); UTF-8 cannot.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-
-def _maker(build: Callable[[dict[str, int], Sequence[Any]], Any]) -> Callable[[Any], RowMaker[Any]]:
-    """Wrap a builder into a psycopg row factory that resolves column positions once per result."""
-
-    def factory(cursor: Any) -> RowMaker[Any]:
-        # Field names straight from the result: cursor.description builds a Column object per
-        # column, which costs more than the rest of a point lookup.
-        result = cursor.pgresult
-        names = {} if result is None else {result.fname(i).decode(): i for i in range(result.nfields)}
-        return lambda values: build(names, values)
-
-    return factory
-
-
-def _build_job(c: dict[str, int], v: Sequence[Any]) -> Job:
-    last_id = v[c["last_run_id"]]
-    return Job(
-        id=v[c["id"]],
-        namespace=v[c["namespace"]],
-        name=v[c["name"]],
-        description=v[c["description"]],
-        schedule=v[c["schedule"]],
-        timezone=v[c["timezone"]],
-        start_at=v[c["start_at"]],
-        end_at=v[c["end_at"]],
-        anchor_at=v[c["anchor_at"]],
-        action=_action_decoder.decode(v[c["action"]]),
-        timeout_s=v[c["timeout_s"]],
-        retry=RetryPolicy(
-            max_attempts=v[c["retry_max_attempts"]],
-            min_backoff_s=v[c["retry_min_backoff_s"]],
-            max_backoff_s=v[c["retry_max_backoff_s"]],
-        ),
-        misfire=Misfire(
-            policy=MISFIRE_POLICY[v[c["misfire_policy"]]],
-            grace_s=v[c["misfire_grace_s"]],
-            window_s=v[c["misfire_window_s"]],
-        ),
-        overlap=OVERLAP_POLICY[v[c["overlap"]]],
-        paused=v[c["paused"]],
-        labels=_labels_decoder.decode(v[c["labels"]]),
-        next_run_at=v[c["next_run_at"]],
-        active_runs=v[c["active_runs"]],
-        last_run=None
-        if last_id is None
-        else LastRun(
-            id=last_id,
-            status=RUN_STATUS[v[c["last_run_status"]]],
-            scheduled_for=v[c["last_run_scheduled_for"]],
-            finished_at=v[c["last_run_finished_at"]],
-        ),
-        created_at=v[c["created_at"]],
-        updated_at=v[c["updated_at"]],
-        version=v[c["version"]],
-    )
-
-
-def _build_run(c: dict[str, int], v: Sequence[Any]) -> Run:
-    return Run(
-        id=v[c["id"]],
-        job_id=v[c["job_id"]],
-        scheduled_for=v[c["scheduled_for"]],
-        trigger=RUN_TRIGGER[v[c["trigger"]]],
-        attempt=v[c["attempt"]],
-        status=RUN_STATUS[v[c["status"]]],
-        runner=v[c["runner"]],
-        started_at=v[c["started_at"]],
-        finished_at=v[c["finished_at"]],
-        duration_ms=v[c["duration_ms"]],
-        http_status=v[c["http_status"]],
-        output=v[c["output"]],
-        error=v[c["error"]],
-        available_at=v[c["available_at"]],
-        created_at=v[c["created_at"]],
-    )
-
-
-job_row = _maker(_build_job)
-run_row = _maker(_build_run)
+_JOB = struct(Job, "job_insert", "job_get", "job_lock", "job_list", "job_list_failing", "job_update")
+_RUN = struct(
+    Run,
+    "run_get",
+    "run_list_for_job",
+    "run_insert_one",
+    "run_cancel",
+    "run_list_namespace",
+    "run_list_namespace_job",
+    "run_attempts",
+)
+_ID = column("id", UUID, "job_delete", "run_heartbeat_many", "run_complete_many")
+_NOTIFIED_ID = column("id", UUID, "run_cancel_active_for_job", "run_release_many", discarded=("pg_notify",))
+unread("id", queries=("job_lock_many",))
 
 
 # ------------------------------------------------------------------------------------------ jobs
 
 
-class JobValues(msgspec.Struct, kw_only=True):
-    """Every column a create or update writes."""
-
-    name: str
-    description: str
-    schedule: str
-    timezone: str
-    start_at: datetime | None
-    end_at: datetime | None
-    anchor_at: datetime
-    action: Action
-    timeout_s: int
-    retry: RetryPolicy
-    misfire: Misfire
-    overlap: OverlapPolicy
-    paused: bool
-    labels: dict[str, str]
-    next_run_at: datetime | None
+_job_params = struct_params(JobValues)
 
 
-def _job_params(values: JobValues) -> dict[str, Any]:
-    return {
-        "name": values.name,
-        "description": values.description,
-        "schedule": values.schedule,
-        "timezone": values.timezone,
-        "start_at": values.start_at,
-        "end_at": values.end_at,
-        "anchor_at": values.anchor_at,
-        "action": _json_encoder.encode(values.action).decode(),
-        "timeout_s": values.timeout_s,
-        "retry_max_attempts": values.retry.max_attempts,
-        "retry_min_backoff_s": values.retry.min_backoff_s,
-        "retry_max_backoff_s": values.retry.max_backoff_s,
-        "misfire_policy": values.misfire.policy.value,
-        "misfire_grace_s": values.misfire.grace_s,
-        "misfire_window_s": values.misfire.window_s,
-        "overlap": values.overlap.value,
-        "paused": values.paused,
-        "labels": _json_encoder.encode(values.labels).decode(),
-        "next_run_at": values.next_run_at,
-    }
-
-
-async def job_insert(conn: AsyncConn, *, job_id: UUID, namespace: str, values: JobValues) -> Job | None:
-    """Create a job; None when its name is taken in the namespace."""
-    params = _job_params(values) | {"id": job_id, "namespace": namespace}
-    async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_insert"), params)
-        found: Job | None = await cur.fetchone()
-        return found
+async def job_insert(conn: AsyncConn, values: JobValues) -> Job | None:
+    """Create a job; None when its name is taken in its namespace."""
+    return await fetch_one(conn, _JOB, "job_insert", _job_params(values))
 
 
 async def job_get(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | None:
     """Return the job, or None when it does not exist in this namespace."""
-    async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_get"), {"id": job_id, "namespace": namespace})
-        found: Job | None = await cur.fetchone()
-        return found
+    return await fetch_one(conn, _JOB, "job_get", {"id": job_id, "namespace": namespace})
 
 
 async def job_lock(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | None:
     """Lock and return the job inside the caller's transaction."""
-    async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_lock"), {"id": job_id, "namespace": namespace})
-        found: Job | None = await cur.fetchone()
-        return found
+    return await fetch_one(conn, _JOB, "job_lock", {"id": job_id, "namespace": namespace})
 
 
 # Names are 1-128 of [A-Za-z0-9._-], so a prefix's range ends before the prefix followed by this.
@@ -224,30 +107,28 @@ async def job_list(
         "paused": paused,
         "limit": limit,
     }
-    async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_list_failing") if failing else q("job_list"), params)
-        return await cur.fetchall()
+    if failing:
+        return await fetch_all(conn, _JOB, "job_list_failing", params)
+    return await fetch_all(conn, _JOB, "job_list", params)
 
 
-async def job_update(conn: AsyncConn, *, namespace: str, job_id: UUID, values: JobValues) -> Job | None:
-    """Overwrite the job's settable columns and bump its version; None when it is gone."""
-    params = _job_params(values) | {"id": job_id, "namespace": namespace}
-    async with conn.cursor(row_factory=job_row) as cur:
-        await cur.execute(q("job_update"), params)
-        found: Job | None = await cur.fetchone()
-        return found
+async def job_update(conn: AsyncConn, values: JobValues) -> Job | None:
+    """Overwrite the settable columns of job ``values.id`` and bump its version; None when it is gone.
+
+    The job is looked for in ``values.namespace`` only.
+    """
+    return await fetch_one(conn, _JOB, "job_update", _job_params(values))
 
 
 async def job_delete(conn: AsyncConn, *, namespace: str, job_id: UUID) -> bool:
     """Delete the job; False when it did not exist in this namespace."""
-    cur = await conn.execute(q("job_delete"), {"id": job_id, "namespace": namespace})
-    return cur.rowcount == 1
+    return await fetch_one(conn, _ID, "job_delete", {"id": job_id, "namespace": namespace}) is not None
 
 
 async def run_cancel_active_for_job(conn: AsyncConn, *, job_id: UUID, reason: str) -> list[UUID]:
     """Cancel the job's pending and running runs (caller holds the job's lock); return their ids."""
-    cur = await conn.execute(q("run_cancel_active_for_job"), {"job_id": job_id, "reason": reason})
-    return [row[0] for row in await cur.fetchall()]
+    params = {"job_id": job_id, "reason": reason}
+    return await fetch_all(conn, _NOTIFIED_ID, "run_cancel_active_for_job", params)
 
 
 # ---------------------------------------------------------------------------------- runner side
@@ -274,31 +155,36 @@ class DueJob(msgspec.Struct, kw_only=True):
 _STAND_IN = LogAction()
 
 
-def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
-    # Positional: the claim selects these columns in this order (see job_claim_due), and this runs
-    # once per fire.
-    (
-        job_id,
-        namespace,
-        name,
-        schedule,
-        timezone,
-        start_at,
-        end_at,
-        anchor_at,
-        next_run_at,
-        action,
-        timeout_s,
-        max_attempts,
-        min_backoff_s,
-        max_backoff_s,
-        misfire_policy,
-        grace_s,
-        window_s,
-        overlap,
-        active_runs,
-        db_now,
-    ) = v
+class _Claimed(msgspec.Struct, frozen=True):
+    """One row of the claim: the job, and the claim's now (the same on every row)."""
+
+    job: DueJob
+    db_now: datetime
+
+
+def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
+    id: UUID,  # noqa: A002 - named after its column
+    namespace: str,
+    name: str,
+    schedule: str,
+    timezone: str,
+    start_at: datetime | None,
+    end_at: datetime | None,
+    anchor_at: datetime,
+    next_run_at: datetime,
+    action: bytes,
+    timeout_s: int,
+    retry_max_attempts: int,
+    retry_min_backoff_s: float,
+    retry_max_backoff_s: float,
+    misfire_policy: str,
+    misfire_grace_s: int,
+    misfire_window_s: int,
+    overlap: str,
+    active_runs: int,
+    db_now: datetime,
+) -> _Claimed:
+    # Runs once per fire: the builder takes the columns as they come, with no lookup per row.
     unreadable = None
     try:
         decoded: Action = _action_decoder.decode(action)
@@ -307,7 +193,7 @@ def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
         # stops this job and fires the rest of the batch.
         decoded, unreadable = _STAND_IN, str(exc)
     due = DueJob(
-        id=job_id,
+        id=id,
         namespace=namespace,
         name=name,
         timing=Timing(schedule, timezone, anchor_at, start_at, end_at),
@@ -315,17 +201,21 @@ def _build_due(_: dict[str, int], v: Sequence[Any]) -> tuple[DueJob, datetime]:
         action=decoded,
         timeout_s=timeout_s,
         retry=RetryPolicy(
-            max_attempts=max_attempts, min_backoff_s=min_backoff_s, max_backoff_s=max_backoff_s
+            max_attempts=retry_max_attempts,
+            min_backoff_s=retry_min_backoff_s,
+            max_backoff_s=retry_max_backoff_s,
         ),
-        misfire=Misfire(policy=MISFIRE_POLICY[misfire_policy], grace_s=grace_s, window_s=window_s),
+        misfire=Misfire(
+            policy=MISFIRE_POLICY[misfire_policy], grace_s=misfire_grace_s, window_s=misfire_window_s
+        ),
         overlap=OVERLAP_POLICY[overlap],
         active_runs=active_runs,
         unreadable=unreadable,
     )
-    return due, db_now
+    return _Claimed(due, db_now)
 
 
-_due_row = _maker(_build_due)
+_DUE = built(_due, "job_claim_due")
 
 
 async def job_claim_due(
@@ -335,12 +225,10 @@ async def job_claim_due(
 
     Due means at ``now``, the database's clock unless a test passes one.
     """
-    async with conn.cursor(row_factory=_due_row) as cur:
-        await cur.execute(q("job_claim_due"), {"limit": limit, "now": now})
-        rows: list[tuple[DueJob, datetime]] = await cur.fetchall()
-    if not rows:
+    claimed = await fetch_all(conn, _DUE, "job_claim_due", {"limit": limit, "now": now})
+    if not claimed:
         return [], None
-    return [due for due, _ in rows], rows[0][1]
+    return [row.job for row in claimed], claimed[0].db_now
 
 
 class Move(msgspec.Struct, kw_only=True, frozen=True):
@@ -353,7 +241,10 @@ class Move(msgspec.Struct, kw_only=True, frozen=True):
 
 async def job_lock_many(conn: AsyncConn, job_ids: Sequence[UUID]) -> None:
     """Lock jobs in id order (caller's transaction) before touching their runs."""
-    await conn.execute(q("job_lock_many"), {"ids": sorted(set(job_ids))})
+    await execute(conn, "job_lock_many", {"ids": sorted(set(job_ids))})
+
+
+_BACKLOG = column("backlog", int, "job_due_backlog")
 
 
 async def job_due_backlog(conn: AsyncConn, *, now: datetime | None = None) -> int:
@@ -361,9 +252,7 @@ async def job_due_backlog(conn: AsyncConn, *, now: datetime | None = None) -> in
 
     Due means at ``now``, the database's clock unless a test passes one.
     """
-    cur = await conn.execute(q("job_due_backlog"), {"now": now})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return await fetch_one(conn, _BACKLOG, "job_due_backlog", {"now": now}) or 0
 
 
 class NextDue(msgspec.Struct, frozen=True):
@@ -373,13 +262,18 @@ class NextDue(msgspec.Struct, frozen=True):
     pending_in_s: float | None
 
 
+def _next_due(slot_in_s: Decimal | None, pending_in_s: Decimal | None) -> NextDue:
+    return NextDue(
+        None if slot_in_s is None else float(slot_in_s), None if pending_in_s is None else float(pending_in_s)
+    )
+
+
+_NEXT_DUE = built(_next_due, "job_next_due")
+
+
 async def job_next_due(conn: AsyncConn) -> NextDue:
     """How long the runner may sleep, by the database clock."""
-    cur = await conn.execute(q("job_next_due"))
-    row = await cur.fetchone()
-    if row is None:
-        return NextDue(None, None)
-    return NextDue(None if row[0] is None else float(row[0]), None if row[1] is None else float(row[1]))
+    return await fetch_one(conn, _NEXT_DUE, "job_next_due") or NextDue(None, None)
 
 
 class NewRun(msgspec.Struct, kw_only=True, frozen=True):
@@ -407,6 +301,9 @@ class InsertedRun(msgspec.Struct, kw_only=True, frozen=True):
     started_at: datetime | None
 
 
+_INSERTED = struct(InsertedRun, "run_record_many")
+
+
 async def run_record_many(
     conn: AsyncConn,
     runs: Sequence[NewRun],
@@ -423,8 +320,10 @@ async def run_record_many(
     """
     if not runs and not moves:
         return []
-    cur = await conn.execute(
-        q("run_record_many"),
+    return await fetch_all(
+        conn,
+        _INSERTED,
+        "run_record_many",
         {
             "ids": [r.id for r in runs],
             "job_ids": [r.job_id for r in runs],
@@ -442,12 +341,6 @@ async def run_record_many(
             "now": now,
         },
     )
-    return [
-        InsertedRun(
-            id=row[0], scheduled_for=row[1], status=RUN_STATUS[row[2]], lease_token=row[3], started_at=row[4]
-        )
-        for row in await cur.fetchall()
-    ]
 
 
 class Outcome(msgspec.Struct, kw_only=True, frozen=True):
@@ -487,8 +380,10 @@ async def run_complete_many(
     """
     if not outcomes:
         return set()
-    cur = await conn.execute(
-        q("run_complete_many"),
+    accepted = await fetch_all(
+        conn,
+        _ID,
+        "run_complete_many",
         {
             "ids": [o.run_id for o in outcomes],
             "scheduled_fors": [o.scheduled_for for o in outcomes],
@@ -501,7 +396,7 @@ async def run_complete_many(
             "now": now,
         },
     )
-    return {row[0] for row in await cur.fetchall()}
+    return set(accepted)
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -519,13 +414,13 @@ async def run_get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run | Non
     bounds = _slot_bounds(run_id)
     if bounds is None:
         return None
-    async with conn.cursor(row_factory=run_row) as cur:
-        await cur.execute(
-            q("run_get"),
-            {"id": run_id, "slot_from": bounds[0], "slot_to": bounds[1], "namespace": namespace},
-        )
-        found: Run | None = await cur.fetchone()
-        return found
+    slot_from, slot_to = bounds
+    return await fetch_one(
+        conn,
+        _RUN,
+        "run_get",
+        {"id": run_id, "slot_from": slot_from, "slot_to": slot_to, "namespace": namespace},
+    )
 
 
 # Past now, for clocks that disagree: a manual run is slotted by the API's clock.
@@ -538,28 +433,25 @@ async def run_list_for_job(
     job_id: UUID,
     before: tuple[datetime, int] | None,
     limit: int,
+    now: datetime,
     status: RunStatus | None = None,
 ) -> list[Run]:
     """Return one page of a job's history, newest slot first, before the (slot, attempt) cursor.
 
-    The first page starts just past now: runs exist only for slots that came due (and manual runs,
-    slotted at their trigger), so the partitions made ahead for the coming week are pruned.
+    The first page starts just past ``now``: runs exist only for slots that came due (and manual
+    runs, slotted at their trigger), so the partitions made ahead for the coming week are pruned.
     """
     if before is None:
-        before = (datetime.now(UTC) + _FIRST_PAGE_SLACK, 2**31 - 1)
+        before = (now + _FIRST_PAGE_SLACK, 2**31 - 1)
     before_slot, before_attempt = before
-    async with conn.cursor(row_factory=run_row) as cur:
-        await cur.execute(
-            q("run_list_for_job"),
-            {
-                "job_id": job_id,
-                "before_slot": before_slot,
-                "before_attempt": before_attempt,
-                "status": status.value if status is not None else None,
-                "limit": limit,
-            },
-        )
-        return await cur.fetchall()
+    params = {
+        "job_id": job_id,
+        "before_slot": before_slot,
+        "before_attempt": before_attempt,
+        "status": status.value if status is not None else None,
+        "limit": limit,
+    }
+    return await fetch_all(conn, _RUN, "run_list_for_job", params)
 
 
 # --------------------------------------------------------------------------------------- tenants
@@ -576,55 +468,45 @@ class ApiKey(msgspec.Struct, kw_only=True):
     revoked_at: datetime | None
 
 
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(
-        id=row[0], namespace=row[1], prefix=row[2], description=row[3], created_at=row[4], revoked_at=row[5]
-    )
+_API_KEY = struct(ApiKey, "api_key_insert", "api_key_list", "api_key_revoke")
+_NAMESPACE = column("namespace", str, "api_key_lookup")
 
 
 async def namespace_ensure(conn: AsyncConn, *, name: str) -> None:
     """Create the namespace if it does not exist."""
-    await conn.execute(q("namespace_ensure"), {"name": name})
+    await execute(conn, "namespace_ensure", {"name": name})
 
 
 async def api_key_insert(
     conn: AsyncConn, *, key_id: UUID, namespace: str, prefix: str, key_hash: bytes, description: str
 ) -> ApiKey:
     """Store a new key's hash."""
-    cur = await conn.execute(
-        q("api_key_insert"),
-        {
-            "id": key_id,
-            "namespace": namespace,
-            "prefix": prefix,
-            "key_hash": key_hash,
-            "description": description,
-        },
-    )
-    row = await cur.fetchone()
-    if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
+    params = {
+        "id": key_id,
+        "namespace": namespace,
+        "prefix": prefix,
+        "key_hash": key_hash,
+        "description": description,
+    }
+    inserted = await fetch_one(conn, _API_KEY, "api_key_insert", params)
+    if inserted is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
         raise RuntimeError("api key insert returned nothing")
-    return _api_key(row)
+    return inserted
 
 
 async def api_key_lookup(conn: AsyncConn, *, key_hash: bytes) -> str | None:
     """Return the namespace of a live key with this hash."""
-    cur = await conn.execute(q("api_key_lookup"), {"key_hash": key_hash})
-    row = await cur.fetchone()
-    return None if row is None else str(row[0])
+    return await fetch_one(conn, _NAMESPACE, "api_key_lookup", {"key_hash": key_hash})
 
 
 async def api_key_list(conn: AsyncConn, *, namespace: str | None) -> list[ApiKey]:
     """Return keys, newest first."""
-    cur = await conn.execute(q("api_key_list"), {"namespace": namespace})
-    return [_api_key(row) for row in await cur.fetchall()]
+    return await fetch_all(conn, _API_KEY, "api_key_list", {"namespace": namespace})
 
 
 async def api_key_revoke(conn: AsyncConn, *, key: str) -> ApiKey | None:
     """Revoke a key by id or prefix; None when no live key matches."""
-    cur = await conn.execute(q("api_key_revoke"), {"key": key})
-    row = await cur.fetchone()
-    return None if row is None else _api_key(row)
+    return await fetch_one(conn, _API_KEY, "api_key_revoke", {"key": key})
 
 
 # ---------------------------------------------------------------------------- runs by requests
@@ -632,46 +514,41 @@ async def api_key_revoke(conn: AsyncConn, *, key: str) -> ApiKey | None:
 
 async def run_insert_one(conn: AsyncConn, run: NewRun) -> Run | None:
     """Record a run made by a request; None if its (job, slot, attempt) already exists."""
-    async with conn.cursor(row_factory=run_row) as cur:
-        await cur.execute(
-            q("run_insert_one"),
-            {
-                "id": run.id,
-                "job_id": run.job_id,
-                "scheduled_for": run.scheduled_for,
-                "trigger": run.trigger.value,
-                "attempt": run.attempt,
-                "status": run.status.value,
-                "available_in_s": run.available_in_s,
-                "error": run.error,
-            },
-        )
-        found: Run | None = await cur.fetchone()
-        return found
+    params = {
+        "id": run.id,
+        "job_id": run.job_id,
+        "scheduled_for": run.scheduled_for,
+        "trigger": run.trigger.value,
+        "attempt": run.attempt,
+        "status": run.status.value,
+        "available_in_s": run.available_in_s,
+        "error": run.error,
+    }
+    return await fetch_one(conn, _RUN, "run_insert_one", params)
 
 
 async def run_cancel(conn: AsyncConn, *, run_id: UUID, scheduled_for: datetime, reason: str) -> Run | None:
     """Cancel one unfinished run (caller holds its job's lock); None if it had already ended."""
-    async with conn.cursor(row_factory=run_row) as cur:
-        await cur.execute(q("run_cancel"), {"id": run_id, "scheduled_for": scheduled_for, "reason": reason})
-        found: Run | None = await cur.fetchone()
-        return found
+    params = {"id": run_id, "scheduled_for": scheduled_for, "reason": reason}
+    return await fetch_one(conn, _RUN, "run_cancel", params)
+
+
+_LATEST_ATTEMPT = column("latest_attempt", int, "run_latest_attempt")
+_PROMOTED = column("promoted", int, "run_promote_queued", discarded=("pg_notify",))
+_QUEUED = column("queued", bool, "run_has_queued")
 
 
 async def run_latest_attempt(conn: AsyncConn, *, job_id: UUID, scheduled_for: datetime) -> int:
     """Return the newest attempt number recorded for a slot (0 when none)."""
-    cur = await conn.execute(q("run_latest_attempt"), {"job_id": job_id, "scheduled_for": scheduled_for})
-    row = await cur.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    params = {"job_id": job_id, "scheduled_for": scheduled_for}
+    return await fetch_one(conn, _LATEST_ATTEMPT, "run_latest_attempt", params) or 0
 
 
 async def run_promote_queued(conn: AsyncConn, *, job_ids: Sequence[UUID]) -> int:
     """Make the queued runs of these jobs available now; return how many."""
     if not job_ids:
         return 0
-    cur = await conn.execute(q("run_promote_queued"), {"job_ids": list(job_ids)})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return await fetch_one(conn, _PROMOTED, "run_promote_queued", {"job_ids": list(job_ids)}) or 0
 
 
 async def run_has_queued(conn: AsyncConn, *, job_id: UUID, overlap: OverlapPolicy, active_runs: int) -> bool:
@@ -681,9 +558,8 @@ async def run_has_queued(conn: AsyncConn, *, job_id: UUID, overlap: OverlapPolic
     """
     if overlap is not OverlapPolicy.QUEUE or active_runs == 0:
         return False
-    cur = await conn.execute(q("run_has_queued"), {"job_id": job_id})
-    row = await cur.fetchone()
-    return bool(row and row[0])
+    queued = await fetch_one(conn, _QUEUED, "run_has_queued", {"job_id": job_id})
+    return bool(queued)
 
 
 # -------------------------------------------------------------------------- leases and rescue
@@ -715,31 +591,15 @@ class ClaimedRun(msgspec.Struct, kw_only=True, frozen=True):
     overlap: OverlapPolicy
 
 
+_CLAIMED = struct(ClaimedRun, "run_claim_pending")
+
+
 async def run_claim_pending(
     conn: AsyncConn, *, limit: int, runner: str, lease_s: float, now: datetime | None = None
 ) -> list[ClaimedRun]:
     """Start up to ``limit`` pending runs whose time has come at ``now`` (the database's unless given)."""
-    cur = await conn.execute(
-        q("run_claim_pending"), {"limit": limit, "runner": runner, "lease_s": lease_s, "now": now}
-    )
-    return [
-        ClaimedRun(
-            run_id=row[0],
-            job_id=row[1],
-            scheduled_for=row[2],
-            trigger=RUN_TRIGGER[row[3]],
-            attempt=row[4],
-            lease_token=row[5],
-            started_at=row[6],
-            namespace=row[7],
-            job_name=row[8],
-            action=_action_decoder.decode(row[9]),
-            timeout_s=row[10],
-            retry=RetryPolicy(max_attempts=row[11], min_backoff_s=row[12], max_backoff_s=row[13]),
-            overlap=OVERLAP_POLICY[row[14]],
-        )
-        for row in await cur.fetchall()
-    ]
+    params = {"limit": limit, "runner": runner, "lease_s": lease_s, "now": now}
+    return await fetch_all(conn, _CLAIMED, "run_claim_pending", params)
 
 
 def _lease_params(leases: Sequence[Lease]) -> dict[str, Any]:
@@ -759,18 +619,15 @@ async def run_heartbeat_many(
     """
     if not leases:
         return set()
-    cur = await conn.execute(
-        q("run_heartbeat_many"), _lease_params(leases) | {"lease_s": lease_s, "now": now}
-    )
-    return {row[0] for row in await cur.fetchall()}
+    params = _lease_params(leases) | {"lease_s": lease_s, "now": now}
+    return set(await fetch_all(conn, _ID, "run_heartbeat_many", params))
 
 
 async def run_release_many(conn: AsyncConn, leases: Sequence[Lease]) -> int:
     """Hand unfinished runs back as pending, available at once; return how many."""
     if not leases:
         return 0
-    cur = await conn.execute(q("run_release_many"), _lease_params(leases))
-    return len(await cur.fetchall())
+    return len(await fetch_all(conn, _NOTIFIED_ID, "run_release_many", _lease_params(leases)))
 
 
 class ExpiredRun(msgspec.Struct, kw_only=True, frozen=True):
@@ -786,40 +643,34 @@ class ExpiredRun(msgspec.Struct, kw_only=True, frozen=True):
     overlap: OverlapPolicy
 
 
+_EXPIRED = struct(ExpiredRun, "run_find_expired")
+
+
 async def run_find_expired(conn: AsyncConn, *, limit: int, now: datetime | None = None) -> list[ExpiredRun]:
     """Return running runs whose lease has expired, oldest expiry first.
 
     Expired means at ``now``, the database's clock unless a test passes one.
     """
-    cur = await conn.execute(q("run_find_expired"), {"limit": limit, "now": now})
-    return [
-        ExpiredRun(
-            run_id=row[0],
-            job_id=row[1],
-            scheduled_for=row[2],
-            trigger=RUN_TRIGGER[row[3]],
-            attempt=row[4],
-            runner=row[5],
-            retry=RetryPolicy(max_attempts=row[6], min_backoff_s=row[7], max_backoff_s=row[8]),
-            overlap=OVERLAP_POLICY[row[9]],
-        )
-        for row in await cur.fetchall()
-    ]
+    return await fetch_all(conn, _EXPIRED, "run_find_expired", {"limit": limit, "now": now})
 
 
 # --------------------------------------------------------------------------------- the service
 
 
+_OK = column("ok", int, "health_check")
+
+
 async def health_check(conn: AsyncConn) -> None:
     """Prove the database answers."""
-    await conn.execute(q("health_check"))
+    if await fetch_one(conn, _OK, "health_check") is None:  # pragma: no cover - SELECT 1 returns its row
+        raise RuntimeError("the health check returned no row")
 
 
 async def listen(conn: AsyncConn) -> None:
     """Subscribe a runner's listening connection to the wake, cancel and secrets channels."""
-    await conn.execute(q("listen_wake"))
-    await conn.execute(q("listen_cancel"))
-    await conn.execute(q("listen_secrets"))
+    await execute(conn, "listen_wake")
+    await execute(conn, "listen_cancel")
+    await execute(conn, "listen_secrets")
 
 
 class PartitionUpkeep(msgspec.Struct, kw_only=True, frozen=True):
@@ -830,6 +681,13 @@ class PartitionUpkeep(msgspec.Struct, kw_only=True, frozen=True):
     dropped: int = 0
 
 
+_LOCKED = column("locked", bool, "maintenance_try_lock")
+_CREATED = column("created", int, "run_partitions_ensure")
+_DROPPED = column("dropped", int, "run_partitions_drop_expired")
+_SECRET = column("secret", str, "signing_secrets_current")
+unread("pg_notify", queries=("signing_secrets_changed",))
+
+
 async def run_partitions_upkeep(
     conn: AsyncConn, *, days_ahead: int, retention_days: int, today: date | None = None
 ) -> PartitionUpkeep:
@@ -838,50 +696,46 @@ async def run_partitions_upkeep(
     Days count from ``today``, the database's date unless a test passes one.
     """
     async with conn.transaction():
-        cur = await conn.execute(q("maintenance_try_lock"))
-        row = await cur.fetchone()
-        if not row or not row[0]:
+        if not await fetch_one(conn, _LOCKED, "maintenance_try_lock"):
             return PartitionUpkeep(locked=False)
-        await conn.execute(q("lock_timeout_short"))
-        cur = await conn.execute(q("run_partitions_ensure"), {"days_ahead": days_ahead, "today": today})
-        created_row = await cur.fetchone()
-        cur = await conn.execute(
-            q("run_partitions_drop_expired"), {"retention_days": retention_days, "today": today}
+        await execute(conn, "lock_timeout_short")
+        created = await fetch_one(
+            conn, _CREATED, "run_partitions_ensure", {"days_ahead": days_ahead, "today": today}
         )
-        dropped_row = await cur.fetchone()
-    return PartitionUpkeep(
-        locked=True,
-        created=int(created_row[0]) if created_row else 0,
-        dropped=int(dropped_row[0]) if dropped_row else 0,
-    )
+        dropped = await fetch_one(
+            conn, _DROPPED, "run_partitions_drop_expired", {"retention_days": retention_days, "today": today}
+        )
+    return PartitionUpkeep(locked=True, created=created or 0, dropped=dropped or 0)
 
 
 async def signing_secrets_current(conn: AsyncConn, *, namespace: str) -> list[str]:
     """The namespace's unexpired signing secrets, newest first."""
-    cur = await conn.execute(q("signing_secrets_current"), {"namespace": namespace})
-    return [str(row[0]) for row in await cur.fetchall()]
+    return await fetch_all(conn, _SECRET, "signing_secrets_current", {"namespace": namespace})
 
 
 async def signing_secret_create(
-    conn: AsyncConn, *, namespace: str, secret: str, grace_s: float | None
+    conn: AsyncConn, *, namespace: str, secret: str, grace_s: float | None, secret_id: UUID
 ) -> None:
-    """Make ``secret`` the namespace's current one (caller's transaction).
+    """Make ``secret`` the namespace's current one (caller's transaction), stored as ``secret_id``.
 
     With ``grace_s`` this is a rotation: the old current secret stays valid that long. Without it, the
-    secret is only added when the namespace has no current one.
+    secret is only added when the namespace has no current one. The caller names the row (a UUIDv7
+    of its clock).
     """
-    await conn.execute(q("namespace_ensure"), {"name": namespace})
+    await execute(conn, "namespace_ensure", {"name": namespace})
     if grace_s is not None:
-        await conn.execute(q("signing_secret_expire_current"), {"namespace": namespace, "grace_s": grace_s})
-    await conn.execute(q("signing_secret_insert"), {"id": uuid7(), "namespace": namespace, "secret": secret})
-    await conn.execute(q("signing_secrets_changed"), {"namespace": namespace})
+        await execute(conn, "signing_secret_expire_current", {"namespace": namespace, "grace_s": grace_s})
+    params = {"id": secret_id, "namespace": namespace, "secret": secret}
+    await execute(conn, "signing_secret_insert", params)
+    await execute(conn, "signing_secrets_changed", {"namespace": namespace})
+
+
+_JOBS = column("jobs", int, "namespace_usage_add")
 
 
 async def namespace_usage_add(conn: AsyncConn, *, namespace: str, delta: int) -> int:
     """Count jobs into or out of a namespace (caller's transaction); return its new job count."""
-    cur = await conn.execute(q("namespace_usage_add"), {"namespace": namespace, "delta": delta})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return await fetch_one(conn, _JOBS, "namespace_usage_add", {"namespace": namespace, "delta": delta}) or 0
 
 
 class SigningSecret(msgspec.Struct, kw_only=True, frozen=True):
@@ -892,12 +746,12 @@ class SigningSecret(msgspec.Struct, kw_only=True, frozen=True):
     expires_at: datetime | None
 
 
+_SIGNING_SECRET = struct(SigningSecret, "signing_secrets_valid")
+
+
 async def signing_secrets_valid(conn: AsyncConn, *, namespace: str) -> list[SigningSecret]:
     """The namespace's secrets that still verify, newest (the current one) first."""
-    cur = await conn.execute(q("signing_secrets_valid"), {"namespace": namespace})
-    return [
-        SigningSecret(secret=row[0], created_at=row[1], expires_at=row[2]) for row in await cur.fetchall()
-    ]
+    return await fetch_all(conn, _SIGNING_SECRET, "signing_secrets_valid", {"namespace": namespace})
 
 
 # ----------------------------------------------------------------------- runs across a namespace
@@ -945,35 +799,28 @@ async def run_list_namespace(
         "trigger": trigger.value if trigger is not None else None,
         "limit": limit,
     }
-    query = q("run_list_namespace") if job_id is None else q("run_list_namespace_job")
-    async with conn.cursor(row_factory=run_row) as cur:
-        await cur.execute(query, params)
-        return await cur.fetchall()
+    if job_id is None:
+        return await fetch_all(conn, _RUN, "run_list_namespace", params)
+    return await fetch_all(conn, _RUN, "run_list_namespace_job", params)
 
 
 # ------------------------------------------------------------------------------- the web console
 
 
+_CONSOLE_SECRET = column("secret", bytes, "console_secret_ensure")
+
+
 async def console_secret(conn: AsyncConn, *, candidate: bytes) -> bytes:
     """The database's console signing secret, storing ``candidate`` when there is none yet."""
-    cur = await conn.execute(q("console_secret_ensure"), {"secret": candidate})
-    row = await cur.fetchone()
-    if row is None:  # pragma: no cover - the insert or the existing row always answers
+    found = await fetch_one(conn, _CONSOLE_SECRET, "console_secret_ensure", {"secret": candidate})
+    if found is None:  # pragma: no cover - the insert or the existing row always answers
         raise RuntimeError("console secret neither made nor found")
-    return bytes(row[0])
+    return found
 
 
 async def job_pause_note_set(conn: AsyncConn, *, namespace: str, job_id: UUID, note: str | None) -> None:
     """Set or clear (None) the note on a job (caller holds its lock)."""
-    await conn.execute(q("job_pause_note_set"), {"id": job_id, "namespace": namespace, "note": note})
-
-
-async def job_pause_notes(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID]) -> dict[UUID, str]:
-    """The pause notes of these jobs, by id (jobs without one are left out)."""
-    if not job_ids:
-        return {}
-    cur = await conn.execute(q("job_pause_notes"), {"ids": list(job_ids), "namespace": namespace})
-    return {row[0]: str(row[1]) for row in await cur.fetchall()}
+    await execute(conn, "job_pause_note_set", {"id": job_id, "namespace": namespace, "note": note})
 
 
 class RecentOutcomes(msgspec.Struct, kw_only=True, frozen=True):
@@ -985,34 +832,80 @@ class RecentOutcomes(msgspec.Struct, kw_only=True, frozen=True):
     """95th percentile of started_at - scheduled_for over the scheduled ones among them."""
 
 
+def _recent_outcomes(
+    id: UUID,  # noqa: A002 - named after its column
+    outcomes: list[str],
+    p95_lateness_s: float | None,
+) -> tuple[UUID, RecentOutcomes]:
+    return id, RecentOutcomes(
+        outcomes=[RUN_STATUS[status] for status in outcomes],
+        p95_lateness_s=None if p95_lateness_s is None else float(p95_lateness_s),
+    )
+
+
+_RECENT_OUTCOMES = built(_recent_outcomes, "job_recent_outcomes")
+
+
 async def job_recent_outcomes(
     conn: AsyncConn, *, job_ids: Sequence[UUID], now: datetime
 ) -> dict[UUID, RecentOutcomes]:
     """The outcome strip and p95 lateness of each job (ids the caller already scoped)."""
     if not job_ids:
         return {}
-    cur = await conn.execute(
-        q("job_recent_outcomes"), {"ids": list(job_ids), "before_slot": now + _FIRST_PAGE_SLACK}
-    )
-    return {
-        row[0]: RecentOutcomes(
-            outcomes=[RUN_STATUS[status] for status in row[1]],
-            p95_lateness_s=None if row[2] is None else float(row[2]),
-        )
-        for row in await cur.fetchall()
-    }
+    params = {"ids": list(job_ids), "before_slot": now + _FIRST_PAGE_SLACK}
+    return dict(await fetch_all(conn, _RECENT_OUTCOMES, "job_recent_outcomes", params))
 
 
 async def run_attempts(conn: AsyncConn, *, job_id: UUID, scheduled_for: datetime) -> list[Run]:
     """Every attempt of one slot, first to last."""
-    async with conn.cursor(row_factory=run_row) as cur:
-        await cur.execute(q("run_attempts"), {"job_id": job_id, "scheduled_for": scheduled_for})
-        return await cur.fetchall()
+    return await fetch_all(conn, _RUN, "run_attempts", {"job_id": job_id, "scheduled_for": scheduled_for})
+
+
+def _job_name(id: UUID, name: str) -> tuple[UUID, str]:  # noqa: A002 - named after its column
+    return id, name
+
+
+_JOB_NAME = built(_job_name, "job_names")
 
 
 async def job_names(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID]) -> dict[UUID, str]:
     """The names of these jobs of the namespace, by id."""
     if not job_ids:
         return {}
-    cur = await conn.execute(q("job_names"), {"ids": list(set(job_ids)), "namespace": namespace})
-    return {row[0]: str(row[1]) for row in await cur.fetchall()}
+    params = {"ids": list(set(job_ids)), "namespace": namespace}
+    return dict(await fetch_all(conn, _JOB_NAME, "job_names", params))
+
+
+# ------------------------------------------------------------------------------------ migrations
+# Blocking: `scheduler migrate` runs before any event loop, on a connection of its own.
+
+unread("pg_advisory_lock", queries=("migration_lock",))
+unread("pg_advisory_unlock", queries=("migration_unlock",))
+_VERSION = column("version", int, "migration_applied_versions")
+
+
+def migration_lock(conn: SyncConn) -> None:
+    """Wait for the migration lock (the session's, until migration_unlock)."""
+    conn.execute(q("migration_lock"))
+
+
+def migration_unlock(conn: SyncConn) -> None:
+    """Release the migration lock."""
+    conn.execute(q("migration_unlock"))
+
+
+def migration_table_create(conn: SyncConn) -> None:
+    """Create the ledger of applied migrations if it is not there yet."""
+    conn.execute(q("migration_table_create"))
+
+
+def migration_applied_versions(conn: SyncConn) -> set[int]:
+    """The versions of the migrations applied so far."""
+    with conn.cursor(row_factory=_VERSION.factory("migration_applied_versions")) as cur:
+        cur.execute(q("migration_applied_versions"))
+        return set(cur.fetchall())
+
+
+def migration_record(conn: SyncConn, *, version: int, name: str) -> None:
+    """Note a migration as applied (in the migration's own transaction)."""
+    conn.execute(q("migration_record"), {"version": version, "name": name})

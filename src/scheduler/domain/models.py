@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -114,8 +114,8 @@ class LastRun(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
 
 
-class Job(msgspec.Struct, kw_only=True):
-    """A job as stored."""
+class JobValues(msgspec.Struct, kw_only=True):
+    """Every column a create or update writes: the job as its owner set it, and its next slot."""
 
     id: UUID
     namespace: str
@@ -125,7 +125,6 @@ class Job(msgspec.Struct, kw_only=True):
     timezone: str
     start_at: datetime | None
     end_at: datetime | None
-    anchor_at: datetime
     action: Action
     timeout_s: int
     retry: RetryPolicy
@@ -134,11 +133,21 @@ class Job(msgspec.Struct, kw_only=True):
     paused: bool
     labels: dict[str, str]
     next_run_at: datetime | None
-    active_runs: int
+    anchor_at: datetime
+    """Where `@every` counts from: start_at when given, else the creation (or rescheduling) time."""
+
+
+class Job(JobValues, kw_only=True):
+    """A job as stored: its values, and what the database keeps itself."""
+
     last_run: LastRun | None
     created_at: datetime
     updated_at: datetime
     version: int
+    active_runs: int
+    """Runs pending or running: the overlap policy decides on it."""
+    pause_note: str | None
+    """The console's note on why the job is paused."""
 
 
 class Run(msgspec.Struct, kw_only=True):
@@ -159,3 +168,24 @@ class Run(msgspec.Struct, kw_only=True):
     error: str | None
     available_at: datetime | None
     created_at: datetime
+
+
+# ------------------------------------------------------------------------------------ projections
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def project(shape: type[S], source: object, **given: Any) -> S:
+    """Make a ``shape`` from ``given`` values, its other fields read off ``source`` by name.
+
+    How a Job becomes its JobValues or its wire shape, and a request body plus what the service
+    decides becomes JobValues, without spelling the fields out again.
+    """
+    if not given:
+        # msgspec reads the attributes in C (as fast as the fields spelled out), checking them
+        # against the shape's types; Structs and enums among them are kept, not copied.
+        return msgspec.convert(source, shape, from_attributes=True)
+    fields = shape.__struct_fields__
+    if unknown := given.keys() - set(fields):
+        raise TypeError(f"{shape.__name__} has no field {', '.join(sorted(unknown))}")
+    return shape(**{name: given[name] if name in given else getattr(source, name) for name in fields})

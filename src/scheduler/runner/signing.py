@@ -8,6 +8,7 @@ import time
 from scheduler.db import store
 from scheduler.db.connections import ConnectionSource
 from scheduler.domain.webhooks import new_secret
+from scheduler.ids import uuid7
 from scheduler.runner.services.periodic import DB_ERRORS
 
 # How long a runner keeps signing with the secrets it read. A rotation notifies the runners, which
@@ -56,7 +57,7 @@ class SigningSecrets:
             if not found:
                 async with conn.transaction():
                     await store.signing_secret_create(
-                        conn, namespace=namespace, secret=new_secret(), grace_s=None
+                        conn, namespace=namespace, secret=new_secret(), grace_s=None, secret_id=uuid7()
                     )
                 found = await store.signing_secrets_current(conn, namespace=namespace)
         self._cache[namespace] = (found, time.monotonic() + self._ttl_s)

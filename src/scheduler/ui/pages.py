@@ -390,13 +390,12 @@ class ConsoleController(Controller):
             )
             ids = [job.id for job in found]
             recent = await store.job_recent_outcomes(conn, job_ids=ids, now=now)
-            notes = await store.job_pause_notes(conn, namespace=namespace, job_ids=ids)
         rows = [
             {
                 "job": job,
                 "strip": charts.outcome_strip(recent[job.id].outcomes if job.id in recent else []),
                 "p95": _p95_ms(recent.get(job.id)),
-                "note": notes.get(job.id),
+                "note": job.pause_note,
             }
             for job in found
         ]
@@ -484,15 +483,14 @@ class ConsoleController(Controller):
             job = await store.job_get(conn, namespace=namespace, job_id=job_id)
             if job is None:
                 raise _job_not_found(job_id)
-            runs = await store.run_list_for_job(conn, job_id=job_id, before=None, limit=100)
-            notes = await store.job_pause_notes(conn, namespace=namespace, job_ids=[job_id])
+            runs = await store.run_list_for_job(conn, job_id=job_id, before=None, limit=100, now=now)
         return await _page(
             request,
             viewer,
             "job.html",
             {
                 "job": job,
-                "note": notes.get(job_id),
+                "note": job.pause_note,
                 "fires": upcoming(timing_of(job), now, 10),
                 "runs": runs[:25],
                 "timeline": charts.timeline(runs),
