@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from scheduler.api.app import create_app
 from scheduler.db import store
-from scheduler.domain.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.domain.models import Outcome, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
 from scheduler.runner.completer import Completion
 from scheduler.runner.service import RunnerParts
@@ -195,15 +196,14 @@ async def running_runs(parts: RunnerParts, client, count: int, *, max_attempts: 
         assert row.lease_token is not None
         finished.append(
             Completion(
-                outcome=store.Outcome(
+                fenced=store.FencedOutcome(
                     run_id=row.id,
                     job_id=job_id,
                     scheduled_for=slot,
                     lease_token=row.lease_token,
-                    status=RunStatus.SUCCEEDED,
-                    duration_ms=5,
-                    http_status=200,
-                    output="fine",
+                    outcome=Outcome(
+                        status=RunStatus.SUCCEEDED, duration_ms=5, http_status=200, output="fine"
+                    ),
                 ),
                 attempt=1,
                 retry=retry,
@@ -216,7 +216,7 @@ async def running_runs(parts: RunnerParts, client, count: int, *, max_attempts: 
 def run_rows(sql, finished: list[Completion]) -> dict[UUID, tuple[Any, ...]]:
     rows = sql(
         "SELECT id, status, output, error, http_status FROM runs WHERE id = ANY(%s)",
-        ([f.outcome.run_id for f in finished],),
+        ([f.fenced.run_id for f in finished],),
     )
     return {row[0]: row[1:] for row in rows}
 
@@ -228,19 +228,14 @@ class TestABatchWithARowTheDatabaseRefuses:
         finished = await running_runs(runner_parts, client, 7)
         bad = finished[3]
         # A duration past PostgreSQL's integer: a value only this row carries makes the statement fail.
-        finished[3] = Completion(
-            outcome=store.Outcome(**{**_fields(bad.outcome), "duration_ms": 2**40, "output": "a\x00b"}),
-            attempt=1,
-            retry=bad.retry,
-            overlap=bad.overlap,
-        )
+        finished[3] = with_outcome(bad, duration_ms=2**40, output="a\x00b")
         for item in finished:
             runner_parts.completer.add(item)
         assert await runner_parts.completer.flush() == 7
         rows = run_rows(sql, finished)
-        good = [f.outcome.run_id for i, f in enumerate(finished) if i != 3]
+        good = [f.fenced.run_id for i, f in enumerate(finished) if i != 3]
         assert all(rows[run_id] == ("succeeded", "fine", None, 200) for run_id in good)
-        status, output, error, _ = rows[bad.outcome.run_id]
+        status, output, error, _ = rows[bad.fenced.run_id]
         assert (status, output) == ("succeeded", None)
         assert "could not be recorded" in error
         assert "out of range" in error
@@ -253,20 +248,12 @@ class TestABatchWithARowTheDatabaseRefuses:
     ):
         finished = await running_runs(runner_parts, client, 2)
         texts = ["a\x00b", "x\udcedy"]
-        for item in (
-            Completion(
-                outcome=store.Outcome(**{**_fields(f.outcome), "output": text, "error": text}),
-                attempt=1,
-                retry=f.retry,
-                overlap=f.overlap,
-            )
-            for f, text in zip(finished, texts, strict=True)
-        ):
-            runner_parts.completer.add(item)
+        for item, text in zip(finished, texts, strict=True):
+            runner_parts.completer.add(with_outcome(item, output=text, error=text))
         await runner_parts.completer.flush()
         rows = run_rows(sql, finished)
-        assert rows[finished[0].outcome.run_id][1:3] == ("ab", "ab")
-        assert rows[finished[1].outcome.run_id][1:3] == ("x\ufffdy", "x\ufffdy")
+        assert rows[finished[0].fenced.run_id][1:3] == ("ab", "ab")
+        assert rows[finished[1].fenced.run_id][1:3] == ("x\ufffdy", "x\ufffdy")
 
 
 class TestFailuresNoRetryCanMend:
@@ -279,21 +266,13 @@ class TestFailuresNoRetryCanMend:
         for index, retryable in enumerate((False, True)):
             item = finished[index]
             runner_parts.completer.add(
-                Completion(
-                    outcome=store.Outcome(
-                        **{**_fields(item.outcome), "status": RunStatus.FAILED, "error": "refused"}
-                    ),
-                    attempt=1,
-                    retry=item.retry,
-                    overlap=item.overlap,
-                    retryable=retryable,
-                )
+                with_outcome(item, status=RunStatus.FAILED, error="refused", retryable=retryable)
             )
         await runner_parts.completer.flush()
         final, retried = (
             sql(
                 "SELECT attempt, status FROM runs WHERE job_id = %s ORDER BY attempt",
-                (f.outcome.job_id,),
+                (f.fenced.job_id,),
             )
             for f in finished
         )
@@ -301,5 +280,9 @@ class TestFailuresNoRetryCanMend:
         assert retried == [(1, "failed"), (2, "pending")]
 
 
-def _fields(outcome: store.Outcome) -> dict[str, Any]:
-    return {name: getattr(outcome, name) for name in outcome.__struct_fields__}
+def with_outcome(item: Completion, **changes: Any) -> Completion:
+    """The same completion with some of its outcome's values changed."""
+    outcome = msgspec.structs.replace(item.fenced.outcome, **changes)
+    return Completion(
+        msgspec.structs.replace(item.fenced, outcome=outcome), item.attempt, item.retry, item.overlap
+    )

@@ -28,8 +28,8 @@ from uuid import uuid4
 
 import pytest
 
-from scheduler.domain.models import HttpAction, RunStatus
-from scheduler.runner.actions import OUTPUT_LIMIT, Attempt, Result, output_text, run_http_action
+from scheduler.domain.models import HttpAction, Outcome, RunStatus
+from scheduler.runner.actions import OUTPUT_LIMIT, Attempt, output_text, run_http_action
 from scheduler.runner.service import http_client
 from tests.conftest import eventually, settings_for
 
@@ -188,7 +188,7 @@ def attempt() -> Attempt:
     )
 
 
-async def measured_call(url: str, **action: Any) -> tuple[Result, float, int]:
+async def measured_call(url: str, **action: Any) -> tuple[Outcome, float, int]:
     """One call through the runner's client: its result, its seconds, and its peak allocation."""
     settings = settings_for("postgresql://unused/unused", http_allow_nets="127.0.0.1/32")
     async with http_client(settings) as client:
@@ -205,7 +205,7 @@ async def measured_call(url: str, **action: Any) -> tuple[Result, float, int]:
     return result, elapsed, peak
 
 
-def assert_recordable(result: Result, sql: Callable[..., list[tuple[Any, ...]]]) -> None:
+def assert_recordable(result: Outcome, sql: Callable[..., list[tuple[Any, ...]]]) -> None:
     """The result is final and PostgreSQL stores its output and error as text, unchanged."""
     assert result.status in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT}
     for text in (result.output, result.error):

@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from scheduler.db import store
-from scheduler.domain.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.domain.models import Outcome, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
 from scheduler.runner.completer import Completion
@@ -126,14 +126,12 @@ class TestRescuer:
         await runner_parts.rescuer.run_once(now=started + timedelta(seconds=6))
 
         late_answer = Completion(
-            outcome=store.Outcome(
+            fenced=store.FencedOutcome(
                 run_id=lease.run_id,
                 job_id=job_id,
                 scheduled_for=lease.scheduled_for,
                 lease_token=lease.lease_token,
-                status=RunStatus.SUCCEEDED,
-                duration_ms=7,
-                http_status=200,
+                outcome=Outcome(status=RunStatus.SUCCEEDED, duration_ms=7, http_status=200),
             ),
             attempt=1,
             retry=RetryPolicy(max_attempts=1),
@@ -149,13 +147,12 @@ class TestRescuer:
         started = datetime.now(UTC)
         lease = await start_run(runner_parts, job_id, at=started, lease_s=5)
         ended = Completion(
-            outcome=store.Outcome(
+            fenced=store.FencedOutcome(
                 run_id=lease.run_id,
                 job_id=job_id,
                 scheduled_for=lease.scheduled_for,
                 lease_token=lease.lease_token,
-                status=RunStatus.SUCCEEDED,
-                duration_ms=3,
+                outcome=Outcome(status=RunStatus.SUCCEEDED, duration_ms=3),
             ),
             attempt=1,
             retry=RetryPolicy(),

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from scheduler.db import store
-from scheduler.domain.models import OverlapPolicy, RetryPolicy, RunStatus
+from scheduler.domain.models import Outcome, OverlapPolicy, RetryPolicy, RunStatus
 from scheduler.runner.completer import Completion
 
 DRIFT = """
@@ -107,13 +107,12 @@ class TestTheCountOfUnfinishedRuns:
                 ((run_id, slot, _),) = [row for row in unfinished(sql, job_id) if row[2] == "running"][:1]
                 lease = next(lease for lease in runner.leases() if lease.run_id == run_id)
                 return Completion(
-                    outcome=store.Outcome(
+                    fenced=store.FencedOutcome(
                         run_id=run_id,
                         job_id=UUID(job_id),
                         scheduled_for=slot,
                         lease_token=lease.lease_token,
-                        status=status,
-                        duration_ms=1,
+                        outcome=Outcome(status=status, duration_ms=1),
                     ),
                     attempt=1,
                     retry=RetryPolicy(max_attempts=max_attempts, min_backoff_s=0, max_backoff_s=0),

@@ -27,6 +27,7 @@ from scheduler.domain.models import (
     JobValues,
     LogAction,
     Misfire,
+    Outcome,
     OverlapPolicy,
     RetryPolicy,
     Run,
@@ -343,19 +344,15 @@ async def run_record_many(
     )
 
 
-class Outcome(msgspec.Struct, kw_only=True, frozen=True):
-    """How one attempt ended, as its runner saw it."""
+class FencedOutcome(msgspec.Struct, kw_only=True, frozen=True):
+    """An attempt's outcome addressed to its run, under the lease the attempt was started with."""
 
     run_id: UUID
     job_id: UUID
     scheduled_for: datetime
     lease_token: UUID | None
     """None for the rescuer: accepted only if the run's lease has expired."""
-    status: RunStatus
-    duration_ms: int | None
-    http_status: int | None = None
-    output: str | None = None
-    error: str | None = None
+    outcome: Outcome
 
 
 def storable_text(value: str | None) -> str | None:
@@ -370,7 +367,7 @@ def storable_text(value: str | None) -> str | None:
 
 
 async def run_complete_many(
-    conn: AsyncConn, outcomes: Sequence[Outcome], *, now: datetime | None = None
+    conn: AsyncConn, outcomes: Sequence[FencedOutcome], *, now: datetime | None = None
 ) -> set[UUID]:
     """Write outcomes under their fencing tokens (caller's transaction, jobs locked first).
 
@@ -388,11 +385,11 @@ async def run_complete_many(
             "ids": [o.run_id for o in outcomes],
             "scheduled_fors": [o.scheduled_for for o in outcomes],
             "lease_tokens": [o.lease_token for o in outcomes],
-            "statuses": [o.status.value for o in outcomes],
-            "durations_ms": [o.duration_ms for o in outcomes],
-            "http_statuses": [o.http_status for o in outcomes],
-            "outputs": [storable_text(o.output) for o in outcomes],
-            "errors": [storable_text(o.error) for o in outcomes],
+            "statuses": [o.outcome.status.value for o in outcomes],
+            "durations_ms": [o.outcome.duration_ms for o in outcomes],
+            "http_statuses": [o.outcome.http_status for o in outcomes],
+            "outputs": [storable_text(o.outcome.output) for o in outcomes],
+            "errors": [storable_text(o.outcome.error) for o in outcomes],
             "now": now,
         },
     )

@@ -150,6 +150,19 @@ class Job(JobValues, kw_only=True):
     """The console's note on why the job is paused."""
 
 
+class Outcome(msgspec.Struct, kw_only=True, frozen=True):
+    """How one attempt ended: what its action returned, or what a rescue found."""
+
+    status: RunStatus
+    duration_ms: int | None
+    """None when nobody saw the attempt end (its runner died, and the rescuer recorded it lost)."""
+    http_status: int | None = None
+    output: str | None = None
+    error: str | None = None
+    retryable: bool = True
+    """False for failures no retry can mend (a refused address, an invalid URL): final at once."""
+
+
 class Run(msgspec.Struct, kw_only=True):
     """A run as stored: one attempt at one slot of one job."""
 

@@ -21,7 +21,7 @@ from yarl import URL
 
 from scheduler import __version__
 from scheduler.config import Network
-from scheduler.domain.models import Action, HttpAction, LogAction, RunStatus
+from scheduler.domain.models import Action, HttpAction, LogAction, Outcome, RunStatus
 from scheduler.domain.webhooks import message_id, sign
 from scheduler.runner.outbound import (
     BlockedAddressError,
@@ -63,18 +63,6 @@ class Attempt(msgspec.Struct, kw_only=True, frozen=True):
     timeout_s: int
 
 
-class Result(msgspec.Struct, kw_only=True, frozen=True):
-    """How an attempt ended."""
-
-    status: RunStatus
-    duration_ms: int
-    http_status: int | None = None
-    output: str | None = None
-    error: str | None = None
-    retryable: bool = True
-    """False for failures no retry can mend (a refused address, an invalid URL): final at once."""
-
-
 @functools.lru_cache(maxsize=1024)
 def success_code_matches(spec: str, status: int) -> bool:
     """Whether an HTTP status is in a success_codes list such as `2xx,304`."""
@@ -97,7 +85,7 @@ def run_log_action(
     namespace: str,
     job_name: str,
     runner: str,
-) -> Result:
+) -> Outcome:
     """Write the payload as one structured event; it cannot fail."""
     job_log.info(
         "job_log",
@@ -109,7 +97,7 @@ def run_log_action(
         scheduled_for=scheduled_for,
         payload=action.payload,
     )
-    return Result(status=RunStatus.SUCCEEDED, duration_ms=0)
+    return Outcome(status=RunStatus.SUCCEEDED, duration_ms=0)
 
 
 # ----------------------------------------------------------------------------------- text
@@ -323,7 +311,7 @@ async def _exchange(
 
 async def run_http_action(
     client: OutboundClient, action: HttpAction, attempt: Attempt, secrets: list[str]
-) -> Result:
+) -> Outcome:
     """Make the signed call within the attempt's timeout; keep the status and the first 4 KiB of the body.
 
     ``client`` is the runner's `OutboundClient` (`scheduler.runner.service.http_client`), whose
@@ -356,7 +344,7 @@ async def run_http_action(
                 hops=hops,
             )
     except TimeoutError:
-        return Result(
+        return Outcome(
             status=RunStatus.TIMED_OUT,
             duration_ms=_elapsed_ms(started),
             error=f"no complete response within timeout_s={attempt.timeout_s}",
@@ -368,7 +356,7 @@ async def run_http_action(
         # same request would be refused on every attempt.
         return _failed(started, f"invalid request: {exc}", retryable=False)
     ok = success_code_matches(action.success_codes, status)
-    return Result(
+    return Outcome(
         status=RunStatus.SUCCEEDED if ok else RunStatus.FAILED,
         duration_ms=_elapsed_ms(started),
         http_status=status,
@@ -377,13 +365,13 @@ async def run_http_action(
     )
 
 
-def _failed(started: float, error: str, *, retryable: bool = True) -> Result:
-    return Result(
+def _failed(started: float, error: str, *, retryable: bool = True) -> Outcome:
+    return Outcome(
         status=RunStatus.FAILED, duration_ms=_elapsed_ms(started), error=storable(error), retryable=retryable
     )
 
 
-def _failed_by(exc: Exception, started: float, written: str, target: Target, hops: list[URL]) -> Result:
+def _failed_by(exc: Exception, started: float, written: str, target: Target, hops: list[URL]) -> Outcome:
     """The result of a call that ended in ``exc``; final when no retry can mend it."""
     if isinstance(exc, TooManyRedirectsError):
         return _failed(started, f"more than {MAX_REDIRECTS} redirects")

@@ -41,12 +41,10 @@ ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError)
 class Completion:
     """An attempt's outcome waiting to be written, with what deciding its retry needs."""
 
-    outcome: store.Outcome
+    fenced: store.FencedOutcome
     attempt: int
     retry: RetryPolicy
     overlap: OverlapPolicy
-    retryable: bool = True
-    """False for failures no retry can mend (a refused address, an invalid URL): final at once."""
 
 
 @dataclass(slots=True)
@@ -142,23 +140,23 @@ class Completer:
             return counts
         # Pipelined: BEGIN, the locks and the outcomes travel together; the retries and COMMIT follow.
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await store.job_lock_many(conn, [item.outcome.job_id for item in items])
-            accepted = await store.run_complete_many(conn, [item.outcome for item in items], now=now)
+            await store.job_lock_many(conn, [item.fenced.job_id for item in items])
+            accepted = await store.run_complete_many(conn, [item.fenced for item in items], now=now)
             retries: list[store.NewRun] = []
             queue_jobs: set[UUID] = set()
             for item in items:
-                outcome = item.outcome
-                if outcome.run_id not in accepted:
+                run, outcome = item.fenced, item.fenced.outcome
+                if run.run_id not in accepted:
                     continue
                 if item.overlap is OverlapPolicy.QUEUE:
-                    queue_jobs.add(outcome.job_id)
-                delay = next_attempt_in(item.retry, outcome.status, item.attempt, mendable=item.retryable)
+                    queue_jobs.add(run.job_id)
+                delay = next_attempt_in(item.retry, outcome.status, item.attempt, mendable=outcome.retryable)
                 if delay is not None:
                     retries.append(
                         store.NewRun(
-                            id=uuid7(outcome.scheduled_for),
-                            job_id=outcome.job_id,
-                            scheduled_for=outcome.scheduled_for,
+                            id=uuid7(run.scheduled_for),
+                            job_id=run.job_id,
+                            scheduled_for=run.scheduled_for,
                             trigger=RunTrigger.RETRY,
                             attempt=item.attempt + 1,
                             status=RunStatus.PENDING,
@@ -183,17 +181,17 @@ class Completer:
     def _record(self, items: Sequence[Completion], accepted: set[UUID]) -> None:
         ended: Counter[str] = Counter()
         for item in items:
-            outcome = item.outcome
-            if outcome.run_id in accepted:
+            run, outcome = item.fenced, item.fenced.outcome
+            if run.run_id in accepted:
                 ended[outcome.status.value] += 1
                 if outcome.duration_ms is not None:
                     self._metrics.duration.observe(outcome.duration_ms / 1000)
-            elif outcome.lease_token is not None:  # ours, refused: someone else ended it
+            elif run.lease_token is not None:  # ours, refused: someone else ended it
                 self._metrics.completions_refused.inc()
                 self._log.warning(
                     "run_completion_refused",
-                    job_id=str(outcome.job_id),
-                    run_id=str(outcome.run_id),
+                    job_id=str(run.job_id),
+                    run_id=str(run.run_id),
                     reason="the run is no longer ours (cancelled, or rescued after our lease ran out)",
                 )
         for status, number in ended.items():
@@ -205,24 +203,23 @@ class Completer:
         If even that is refused, the outcome is dropped: the run's lease runs out and the rescuer
         ends it like a run whose runner died, which is still a final state.
         """
-        outcome = item.outcome
+        run = item.fenced
         self._log.error(
             "run_outcome_refused",
-            job_id=str(outcome.job_id),
-            run_id=str(outcome.run_id),
+            job_id=str(run.job_id),
+            run_id=str(run.run_id),
             error=f"{type(exc).__name__}: {exc}"[:500],
         )
         error = store.storable_text(
             f"the outcome could not be recorded as received ({type(exc).__name__}: {exc})"
         )
         plain = msgspec.structs.replace(
-            outcome, duration_ms=None, http_status=None, output=None, error=(error or "")[:OUTPUT_LIMIT]
+            run.outcome, duration_ms=None, http_status=None, output=None, error=(error or "")[:OUTPUT_LIMIT]
+        )
+        alone = Completion(
+            msgspec.structs.replace(run, outcome=plain), item.attempt, item.retry, item.overlap
         )
         try:
-            await retry_conflicts(
-                lambda: self.complete(
-                    [Completion(plain, item.attempt, item.retry, item.overlap, item.retryable)]
-                )
-            )
+            await retry_conflicts(lambda: self.complete([alone]))
         except ROW_ERRORS:
-            self._log.exception("run_outcome_dropped", job_id=str(outcome.job_id), run_id=str(outcome.run_id))
+            self._log.exception("run_outcome_dropped", job_id=str(run.job_id), run_id=str(run.run_id))

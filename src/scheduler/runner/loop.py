@@ -33,11 +33,19 @@ from scheduler.config import Settings
 from scheduler.db import store
 from scheduler.db.connections import AsyncConn, ConnectionSource
 from scheduler.domain import misfire, overlap
-from scheduler.domain.models import Action, LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.domain.models import (
+    Action,
+    LogAction,
+    Outcome,
+    OverlapPolicy,
+    RetryPolicy,
+    RunStatus,
+    RunTrigger,
+)
 from scheduler.domain.schedule import ScheduleError
 from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
-from scheduler.runner.actions import Attempt, Result, is_local, run_http_action, run_log_action
+from scheduler.runner.actions import Attempt, is_local, run_http_action, run_log_action
 from scheduler.runner.completer import Completer, Completion
 from scheduler.runner.outbound import OutboundClient
 from scheduler.runner.services.periodic import DB_ERRORS, keep_running
@@ -489,7 +497,7 @@ class Runner:
             self._release_slot(run_id)
             return
         except Exception as exc:
-            result = Result(status=RunStatus.FAILED, duration_ms=0, error=f"{type(exc).__name__}: {exc}")
+            result = Outcome(status=RunStatus.FAILED, duration_ms=0, error=f"{type(exc).__name__}: {exc}")
         self._release_slot(run_id)
         self._finish(work, result)
 
@@ -500,7 +508,7 @@ class Runner:
             if self.settings.runner_concurrency - self._busy_slots == self._refill:
                 self._wake.set()  # the claim loop may have been waiting for free slots
 
-    def _finish(self, work: Work, result: Result) -> None:
+    def _finish(self, work: Work, result: Outcome) -> None:
         attempt = work.attempt
         if result.status is not RunStatus.SUCCEEDED:
             self.log.info(
@@ -514,21 +522,16 @@ class Runner:
             )
         self.completer.add(
             Completion(
-                outcome=store.Outcome(
+                fenced=store.FencedOutcome(
                     run_id=attempt.run_id,
                     job_id=attempt.job_id,
                     scheduled_for=attempt.scheduled_for,
                     lease_token=work.lease.lease_token,
-                    status=result.status,
-                    duration_ms=result.duration_ms,
-                    http_status=result.http_status,
-                    output=result.output,
-                    error=result.error,
+                    outcome=result,
                 ),
                 attempt=attempt.attempt,
                 retry=work.retry,
                 overlap=work.overlap,
-                retryable=result.retryable,
             )
         )
 

@@ -16,7 +16,7 @@ from structlog.typing import FilteringBoundLogger
 
 from scheduler.db import store
 from scheduler.db.connections import ConnectionSource
-from scheduler.domain.models import RunStatus
+from scheduler.domain.models import Outcome, RunStatus
 from scheduler.metrics import RunnerMetrics
 from scheduler.runner.completer import Completer, Completion
 from scheduler.runner.services.periodic import retry_conflicts
@@ -101,14 +101,16 @@ class Rescuer:
             return RescueCounts(found=0, rescued=0, retried=0)
         items = [
             Completion(
-                outcome=store.Outcome(
+                fenced=store.FencedOutcome(
                     run_id=run.run_id,
                     job_id=run.job_id,
                     scheduled_for=run.scheduled_for,
                     lease_token=None,
-                    status=RunStatus.LOST,
-                    duration_ms=None,
-                    error=f"lease expired: runner {run.runner} stopped renewing it",
+                    outcome=Outcome(
+                        status=RunStatus.LOST,
+                        duration_ms=None,
+                        error=f"lease expired: runner {run.runner} stopped renewing it",
+                    ),
                 ),
                 attempt=run.attempt,
                 retry=run.retry,
