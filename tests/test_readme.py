@@ -125,6 +125,35 @@ class TestReadmeBlocks:
         assert "bash .ci/readme-cli" in (ROOT / ".ci" / "smoke-make-run").read_text()
 
 
+def architecture_tree() -> str:
+    text = (ROOT / "README.md").read_text()
+    found = re.search(r"## Architecture\n.*?```text\nsrc/scheduler/\n(.*?)```", text, re.DOTALL)
+    assert found, "the README's Architecture section has no src/scheduler/ tree"
+    return found.group(1)
+
+
+class TestArchitecture:
+    """The README's map of the code is the code: every module it names exists, and it names them all."""
+
+    def test_the_tree_names_every_module_under_src_and_no_other(self):
+        named: set[str] = set()
+        package = ""
+        for line in architecture_tree().splitlines():
+            header = re.match(r"  (\S+/)\s", line)
+            if header:
+                package = "" if header.group(1) == "./" else header.group(1)
+                continue
+            named |= {package + module for module in re.findall(r"\b[a-z_]+\.py\b", line)}
+        source = ROOT / "src" / "scheduler"
+        modules = {
+            str(path.relative_to(source))
+            for path in source.rglob("*.py")
+            if path.name not in ("__init__.py", "__main__.py")
+        }
+        assert named - modules == set(), "the README names modules that do not exist"
+        assert modules - named == set(), "modules the README's architecture leaves out"
+
+
 class TestAdminCommandsBesideMakeRun:
     """`scheduler keys` and `scheduler secrets` find the database of a `make run` in the same directory."""
 
