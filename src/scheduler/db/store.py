@@ -1,5 +1,6 @@
-"""The one module that touches cursors: typed functions over the named queries in `sql/queries/`.
+"""Typed functions over the named queries in `sql/queries/`: what the rest of the service calls.
 
+With `scheduler.db.rows`, which reads their rows, this is the only code that touches cursors.
 Callers own the transaction: they pass a connection (autocommit, or inside ``conn.transaction()``)
 and get msgspec Structs back, never raw rows.
 """
