@@ -23,9 +23,11 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -38,6 +40,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.db import connections, store
 from scheduler.db.connections import RunnerPool
 from scheduler.db.migrate import migrate
+from scheduler.domain.models import RunStatus, RunTrigger
 from scheduler.ids import uuid7
 from scheduler.runner.service import RunnerParts, assemble, http_client
 
@@ -171,6 +174,39 @@ async def runner_parts(db_url: str) -> AsyncIterator[RunnerParts]:
             yield assemble(settings, pool, outbound, database_url=db_url)
     finally:
         await pool.close()
+
+
+async def start_run(
+    parts: RunnerParts,
+    job_id: UUID,
+    *,
+    slot: datetime,
+    lease_s: float,
+    at: datetime | None = None,
+    runner: str = "runner-that-dies",
+    trigger: RunTrigger = RunTrigger.SCHEDULE,
+) -> store.Lease:
+    """Record a running attempt 1 of ``slot`` (started at ``at``, the database's now unless given)."""
+    async with parts.runner.pool.connection() as conn:
+        (row,) = await store.run_record_many(
+            conn,
+            [
+                store.NewRun(
+                    id=uuid7(slot),
+                    job_id=job_id,
+                    scheduled_for=slot,
+                    trigger=trigger,
+                    attempt=1,
+                    status=RunStatus.RUNNING,
+                )
+            ],
+            [store.Move(job_id=job_id, moves=False)],
+            runner=runner,
+            lease_s=lease_s,
+            now=at,
+        )
+    assert row.lease_token is not None
+    return store.Lease(run_id=row.id, scheduled_for=row.scheduled_for, lease_token=row.lease_token)
 
 
 # ------------------------------------------------------------------------------- processes

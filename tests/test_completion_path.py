@@ -23,10 +23,9 @@ from litestar.testing import AsyncTestClient
 from scheduler.api.app import create_app
 from scheduler.db import store
 from scheduler.domain.models import Outcome, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
-from scheduler.ids import uuid7
 from scheduler.runner.completer import Completion
 from scheduler.runner.service import RunnerParts
-from tests.conftest import Proc, create_api_key, eventually, settings_for
+from tests.conftest import Proc, create_api_key, eventually, settings_for, start_run
 
 pytestmark = pytest.mark.slow
 
@@ -176,31 +175,16 @@ async def running_runs(parts: RunnerParts, client, count: int, *, max_attempts: 
         )
         assert job.status_code == 201, job.text
         job_id = UUID(job.json()["id"])
-        async with parts.runner.pool.connection() as conn:
-            (row,) = await store.run_record_many(
-                conn,
-                [
-                    store.NewRun(
-                        id=uuid7(slot),
-                        job_id=job_id,
-                        scheduled_for=slot,
-                        trigger=RunTrigger.MANUAL,
-                        attempt=1,
-                        status=RunStatus.RUNNING,
-                    )
-                ],
-                [store.Move(job_id=job_id, moves=False)],
-                runner=parts.runner.name,
-                lease_s=30,
-            )
-        assert row.lease_token is not None
+        lease = await start_run(
+            parts, job_id, slot=slot, lease_s=30, runner=parts.runner.name, trigger=RunTrigger.MANUAL
+        )
         finished.append(
             Completion(
                 fenced=store.FencedOutcome(
-                    run_id=row.id,
+                    run_id=lease.run_id,
                     job_id=job_id,
                     scheduled_for=slot,
-                    lease_token=row.lease_token,
+                    lease_token=lease.lease_token,
                     outcome=Outcome(
                         status=RunStatus.SUCCEEDED, duration_ms=5, http_status=200, output="fine"
                     ),

@@ -22,14 +22,13 @@ from scheduler.domain.models import Outcome, OverlapPolicy, RetryPolicy, RunStat
 from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
 from scheduler.runner.completer import Completion
-from scheduler.runner.service import RunnerParts
 from scheduler.runner.services.backlog import BacklogConfig
 from scheduler.runner.services.heartbeat import Heartbeat, HeartbeatConfig
 from scheduler.runner.services.listener import Heard, Listener
 from scheduler.runner.services.partitions import PartitionConfig, PartitionKeeper
 from scheduler.runner.services.periodic import Backoff, keep_running, run_periodically
 from scheduler.runner.services.rescuer import RescuerConfig
-from tests.conftest import eventually
+from tests.conftest import eventually, start_run
 
 SLOT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -46,32 +45,6 @@ async def make_job(client, name: str = "job", **body: Any) -> UUID:
     response = await client.post("/jobs", json=body)
     assert response.status_code == 201, response.text
     return UUID(response.json()["id"])
-
-
-async def start_run(
-    parts: RunnerParts, job_id: UUID, *, at: datetime, lease_s: float, slot: datetime = SLOT
-) -> store.Lease:
-    """Record a running attempt 1 of ``slot``, started at ``at`` with a lease of ``lease_s``."""
-    async with parts.runner.pool.connection() as conn:
-        (row,) = await store.run_record_many(
-            conn,
-            [
-                store.NewRun(
-                    id=uuid7(slot),
-                    job_id=job_id,
-                    scheduled_for=slot,
-                    trigger=RunTrigger.SCHEDULE,
-                    attempt=1,
-                    status=RunStatus.RUNNING,
-                )
-            ],
-            [store.Move(job_id=job_id, moves=False)],
-            runner="runner-that-dies",
-            lease_s=lease_s,
-            now=at,
-        )
-    assert row.lease_token is not None
-    return store.Lease(run_id=row.id, scheduled_for=row.scheduled_for, lease_token=row.lease_token)
 
 
 def attempts(sql, job_id: UUID) -> list[tuple[Any, ...]]:
@@ -91,7 +64,7 @@ class TestRescuer:
     async def test_an_expired_lease_is_rescued_as_lost_and_its_slot_retried(self, runner_parts, client, sql):
         job_id = await make_job(client, retry={"max_attempts": 3, "min_backoff_s": 0, "max_backoff_s": 0})
         started = datetime.now(UTC)
-        await start_run(runner_parts, job_id, at=started, lease_s=30)
+        await start_run(runner_parts, job_id, slot=SLOT, at=started, lease_s=30)
 
         early = await runner_parts.rescuer.run_once(now=started + timedelta(seconds=29))
         assert (early.found, early.rescued, early.retried) == (0, 0, 0)
@@ -109,7 +82,7 @@ class TestRescuer:
     async def test_a_run_with_no_attempt_left_ends_lost_and_frees_its_job(self, runner_parts, client, sql):
         job_id = await make_job(client, retry={"max_attempts": 1})
         started = datetime.now(UTC)
-        await start_run(runner_parts, job_id, at=started, lease_s=5)
+        await start_run(runner_parts, job_id, slot=SLOT, at=started, lease_s=5)
 
         counts = await runner_parts.rescuer.run_once(now=started + timedelta(seconds=6))
 
@@ -122,7 +95,7 @@ class TestRescuer:
     ):
         job_id = await make_job(client, retry={"max_attempts": 1})
         started = datetime.now(UTC)
-        lease = await start_run(runner_parts, job_id, at=started, lease_s=5)
+        lease = await start_run(runner_parts, job_id, slot=SLOT, at=started, lease_s=5)
         await runner_parts.rescuer.run_once(now=started + timedelta(seconds=6))
 
         late_answer = Completion(
@@ -145,7 +118,7 @@ class TestRescuer:
     async def test_a_run_ended_by_its_runner_first_is_not_rescued(self, runner_parts, client, sql):
         job_id = await make_job(client)
         started = datetime.now(UTC)
-        lease = await start_run(runner_parts, job_id, at=started, lease_s=5)
+        lease = await start_run(runner_parts, job_id, slot=SLOT, at=started, lease_s=5)
         ended = Completion(
             fenced=store.FencedOutcome(
                 run_id=lease.run_id,
@@ -183,7 +156,7 @@ class TestHeartbeat:
     ):
         started = datetime.now(UTC)
         jobs = [await make_job(client, f"job-{i}") for i in range(3)]
-        leases = [await start_run(runner_parts, job_id, at=started, lease_s=5) for job_id in jobs]
+        leases = [await start_run(runner_parts, job_id, slot=SLOT, at=started, lease_s=5) for job_id in jobs]
         sql(
             "UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = %s", (leases[2].run_id,)
         )
@@ -213,7 +186,7 @@ class TestHeartbeat:
 
     async def test_a_lease_taken_over_by_another_token_is_not_renewed(self, runner_parts, client):
         job_id = await make_job(client)
-        lease = await start_run(runner_parts, job_id, at=datetime.now(UTC), lease_s=5)
+        lease = await start_run(runner_parts, job_id, slot=SLOT, at=datetime.now(UTC), lease_s=5)
         stale = store.Lease(run_id=lease.run_id, scheduled_for=lease.scheduled_for, lease_token=uuid4())
         heartbeat = Heartbeat(
             HeartbeatConfig(lease_s=30), runner_parts.runner.pool, leases=lambda: [stale], lose=lambda _: True
