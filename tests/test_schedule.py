@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,7 +14,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scheduler.domain.misfire import last_fires
-from scheduler.domain.schedule import ScheduleError, Timing, compile_schedule, fire_times, next_fire, validate
+from scheduler.domain.schedule import (
+    ScheduleError,
+    Timing,
+    compile_schedule,
+    fire_times,
+    next_fire,
+    prev_fire,
+    validate,
+)
 
 NY = ZoneInfo("America/New_York")
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -326,6 +336,168 @@ class TestDaylightSaving:
         assert response.json()["next"] == expected
 
 
+MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+
+
+def fires_after(expression: str, after: datetime, count: int) -> list[str]:
+    return [t.strftime("%a %Y-%m-%d") for t in fire_times(timing(expression), after, count)]
+
+
+class TestNamesInAnyCase:
+    """Issue 21: month and weekday names, in any case, stand wherever a number may.
+
+    L, W and # are read only as the day-field operators they are: WED and JUL hold the letters
+    of the W and L operators, and were once refused for it.
+    """
+
+    @pytest.mark.parametrize(
+        ("expression", "after", "expected"),
+        [
+            ("0 0 * * WED", EPOCH, ["Wed 2024-01-03", "Wed 2024-01-10", "Wed 2024-01-17"]),
+            # A restricted day of month and a weekday are ORed: the Wednesdays and the 1st.
+            (
+                "0 0 1 * wed",
+                datetime(2024, 1, 25, tzinfo=UTC),
+                ["Wed 2024-01-31", "Thu 2024-02-01", "Wed 2024-02-07"],
+            ),
+            (
+                "0 0 * * Sun-Wed",
+                EPOCH,
+                ["Tue 2024-01-02", "Wed 2024-01-03", "Sun 2024-01-07", "Mon 2024-01-08"],
+            ),
+            (
+                "0 0 * * MON-WED",
+                EPOCH,
+                ["Tue 2024-01-02", "Wed 2024-01-03", "Mon 2024-01-08", "Tue 2024-01-09"],
+            ),
+            ("0 0 1 JUL *", EPOCH, ["Mon 2024-07-01", "Tue 2025-07-01"]),
+            ("0 0 1 JUN-JUL *", EPOCH, ["Sat 2024-06-01", "Mon 2024-07-01", "Sun 2025-06-01"]),
+            (
+                "0 0 * * MON-FRI/2",
+                EPOCH,
+                ["Wed 2024-01-03", "Fri 2024-01-05", "Mon 2024-01-08", "Wed 2024-01-10"],
+            ),
+            ("0 0 1 jan,Jul *", EPOCH, ["Mon 2024-07-01", "Wed 2025-01-01", "Tue 2025-07-01"]),
+            ("0 0 * * WED#2", EPOCH, ["Wed 2024-01-10", "Wed 2024-02-14", "Wed 2024-03-13"]),
+            ("0 0 * * wedl", EPOCH, ["Wed 2024-01-31", "Wed 2024-02-28", "Wed 2024-03-27"]),
+            ("0 0 * * FRIL", EPOCH, ["Fri 2024-01-26", "Fri 2024-02-23", "Fri 2024-03-29"]),
+            ("0 0 * * 5L", EPOCH, ["Fri 2024-01-26", "Fri 2024-02-23", "Fri 2024-03-29"]),
+            ("0 0 L JUL *", EPOCH, ["Wed 2024-07-31", "Thu 2025-07-31"]),
+            ("0 0 LW * *", EPOCH, ["Wed 2024-01-31", "Thu 2024-02-29", "Fri 2024-03-29"]),
+            ("0 0 15W jun,JUL *", EPOCH, ["Fri 2024-06-14", "Mon 2024-07-15", "Mon 2025-06-16"]),
+        ],
+    )
+    def test_names_fire_where_their_numbers_do(self, expression, after, expected):
+        assert fires_after(expression, after, len(expected)) == expected
+
+    def test_every_name_in_every_case_means_its_number(self):
+        after = datetime(2024, 1, 1, tzinfo=UTC)
+        for number, name in enumerate(MONTH_NAMES, start=1):
+            for spelled in (name, name.lower(), name.title()):
+                assert fires_after(f"0 0 1 {spelled} *", after, 2) == fires_after(
+                    f"0 0 1 {number} *", after, 2
+                )
+        for number, name in enumerate(DAY_NAMES):
+            for spelled in (name, name.lower(), name.title()):
+                for form in ("{}", "{}#2", "{}L"):
+                    written, numbered = form.format(spelled), form.format(number)
+                    assert fires_after(f"0 0 * * {written}", after, 3) == fires_after(
+                        f"0 0 * * {numbered}", after, 3
+                    ), written
+
+    @pytest.mark.parametrize(
+        ("expression", "message"),
+        [
+            ("WED * * * *", "minute field has an unknown value 'WED'"),
+            ("0 JUL * * *", "hour field has an unknown value 'JUL'"),
+            ("0 0 JUL * *", "day of month field has an unknown value 'JUL'"),
+            ("0 0 * WED *", "month field has an unknown value 'WED'"),
+            ("0 0 * * JUL", "day of week field has an unknown value 'JUL'"),
+            ("0 0 * * JULL", "day of week field has an unknown value 'JUL'"),
+            ("0 0 * * WEDNESDAY", "day of week field 'WEDNESDAY' is not valid"),
+            ("0 0 1 L *", "month field 'L' is not valid: L, W and # belong to the day fields"),
+            ("0 0 1 JULW *", "month field 'JULW' is not valid: L, W and # belong to the day fields"),
+            ("0 0 * JUL#2 *", "month field 'JUL#2' is not valid: L, W and # belong to the day fields"),
+            ("0 L * * *", "hour field 'L' is not valid: L, W and # belong to the day fields"),
+            ("0 0 WEDW * *", "day of month field 'WEDW' is not valid: use a day"),
+            ("0 0 * * WEDW", "day of week field 'WEDW' is not valid: use a weekday"),
+            ("0 0 * * W", "day of week field 'W' is not valid: use a weekday"),
+            ("0 0 * * WED-SUN", "runs backwards"),
+        ],
+    )
+    def test_a_name_or_operator_out_of_its_field_is_refused_naming_the_field(self, expression, message):
+        with pytest.raises(ScheduleError, match=re.escape(message)) as caught:
+            validate(timing(expression), datetime(2026, 1, 1, tzinfo=UTC))
+        assert caught.value.field == "schedule"
+
+    async def test_the_api_previews_wednesdays_and_july(self, client):
+        for schedule, expected in [
+            ("0 0 * * WED", ["2024-01-03T00:00:00Z", "2024-01-10T00:00:00Z"]),
+            ("0 0 1 JUN-JUL *", ["2024-06-01T00:00:00Z", "2024-07-01T00:00:00Z"]),
+        ]:
+            response = await client.post(
+                "/schedules/preview", json={"schedule": schedule, "after": "2024-01-01T00:00:00Z", "count": 2}
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["next"] == expected
+
+
+# Every character str.split() takes for whitespace except the two that separate cron fields.
+NOT_SEPARATORS = [
+    char for char in map(chr, range(sys.maxunicode + 1)) if char.isspace() and char not in " \t"
+]
+
+
+class TestFieldSeparators:
+    """Issue 21: only ASCII spaces and tabs separate fields; any other character is refused, named."""
+
+    @pytest.mark.parametrize(
+        ("expression", "named"),
+        [
+            ("0\u00a00 * * *", "U+00A0 (NO-BREAK SPACE) at character 2"),
+            ("0 0\u2003* * *", "U+2003 (EM SPACE) at character 4"),
+            ("0 0 *\u3000* *", "U+3000 (IDEOGRAPHIC SPACE) at character 6"),
+            ("0 0 * *\u0085*", "U+0085 (a control character) at character 8"),
+            ("0 0\n* * *", "U+000A (a control character) at character 4"),
+            ("0 0 * * *\n", "U+000A (a control character) at character 10"),
+            ("\u00a00 0 * * *", "U+00A0 (NO-BREAK SPACE) at character 1"),
+            ("0 0 * * 1\u2028", "U+2028 (LINE SEPARATOR) at character 10"),
+            ("@every\u00a01h", "U+00A0 (NO-BREAK SPACE) at character 7"),
+            ("@at\u30002030-01-01T00:00:00Z", "U+3000 (IDEOGRAPHIC SPACE) at character 4"),
+        ],
+    )
+    def test_other_whitespace_is_refused_naming_it(self, expression, named):
+        with pytest.raises(ScheduleError, match=re.escape(named) + ": only ASCII spaces and tabs") as caught:
+            validate(timing(expression), datetime(2026, 1, 1, tzinfo=UTC))
+        assert caught.value.field == "schedule"
+
+    @pytest.mark.parametrize(
+        ("expression", "named"),
+        [
+            ("0 0 * * \u017fun", "U+017F (LATIN SMALL LETTER LONG S)"),  # upper-cases to SUN
+            ("0 0 * * fr\u0131", "U+0131 (LATIN SMALL LETTER DOTLESS I)"),  # upper-cases to FRI
+            ("\uff10 0 * * *", "U+FF10 (FULLWIDTH DIGIT ZERO)"),
+            ("@every \uff11h", "U+FF11 (FULLWIDTH DIGIT ONE)"),  # a digit to int() and to \\d
+            ("0 0 * * 1\x1b", "U+001B (a control character)"),
+        ],
+    )
+    def test_lookalikes_of_names_and_digits_are_refused(self, expression, named):
+        with pytest.raises(ScheduleError, match=re.escape(named) + r".*printable ASCII only"):
+            validate(timing(expression), datetime(2026, 1, 1, tzinfo=UTC))
+
+    @pytest.mark.parametrize("expression", ["0\t0 * * *", "  0  0\t \t* *  *\t", "\t@daily "])
+    def test_runs_of_spaces_and_tabs_separate_fields(self, expression):
+        assert fires_after(expression, EPOCH, 3) == fires_after("0 0 * * *", EPOCH, 3)
+
+    async def test_the_api_refuses_a_no_break_space_on_schedule(self, client):
+        response = await client.post("/schedules/preview", json={"schedule": "0\u00a00 * * *"})
+        assert response.status_code == 422, response.text
+        error = response.json()["errors"][0]
+        assert error["field"] == "schedule"
+        assert "U+00A0 (NO-BREAK SPACE)" in error["message"]
+
+
 # ------------------------------------------------------------------------ the cronsim oracle
 
 ZONES = [
@@ -490,3 +662,142 @@ class TestAgainstCronsim:
         assume(not cronsim_steps_over_half_an_hour(zone, base, expected))
         assume(not cronsim_answers_a_wall_time_that_never_happens(expected))
         assert next_fire(timing(expression, zone), base) == expected.astimezone(UTC), (expression, zone, base)
+
+
+# ------------------------------------------------------------- names, in any case, generated
+
+
+@st.composite
+def any_case(draw: st.DrawFn, word: str) -> str:
+    """``word`` with each letter upper or lower case at random."""
+    lower = draw(st.lists(st.booleans(), min_size=len(word), max_size=len(word)))
+    return "".join(c.lower() if flip else c for c, flip in zip(word, lower, strict=True))
+
+
+def _spelled(draw: st.DrawFn, value: int, names: tuple[str, ...], first: int) -> tuple[str, str]:
+    """``value`` as its name in a random case, or as its number: (as written, as a number)."""
+    index = value - first
+    if 0 <= index < len(names) and draw(st.booleans()):
+        return draw(any_case(names[index])), str(value)
+    return str(value), str(value)
+
+
+def _named_item(draw: st.DrawFn, names: tuple[str, ...], first: int, high: int) -> tuple[str, str]:
+    """One list item of a month or weekday field, names and numbers mixed: (written, numbered)."""
+    kind = draw(st.sampled_from(["value", "value", "range", "range_step", "value_step"]))
+    a = draw(st.integers(first, high - 1 if kind == "range_step" else high))
+    start = _spelled(draw, a, names, first)
+    if kind == "value":
+        return start
+    if kind == "value_step":  # `JUL/2`: from July to the end of the year, every other month
+        step = draw(st.integers(1, 4))
+        return f"{start[0]}/{step}", f"{start[1]}/{step}"
+    # cronsim reads `3-3/1` as `3/1` (3 to the end), so a range with a step is a proper one.
+    end = _spelled(draw, draw(st.integers(a + 1 if kind == "range_step" else a, high)), names, first)
+    step_text = f"/{draw(st.integers(1, 4))}" if kind == "range_step" else ""
+    return f"{start[0]}-{end[0]}{step_text}", f"{start[1]}-{end[1]}{step_text}"
+
+
+def _named_field(draw: st.DrawFn, names: tuple[str, ...], first: int, high: int) -> tuple[str, str]:
+    """A month or weekday field: `*`, one item or a list of them: (written, numbered)."""
+    if not draw(st.integers(0, 5)):
+        return "*", "*"
+    items = [_named_item(draw, names, first, high) for _ in range(draw(st.integers(1, 3)))]
+    return ",".join(written for written, _ in items), ",".join(numbered for _, numbered in items)
+
+
+@st.composite
+def named_cron_expressions(draw: st.DrawFn) -> str:
+    """Expressions whose month and weekday fields mix names (any case) and numbers; 7 is Sunday too."""
+    minute, hour, day = _field(draw, 0, 59), _field(draw, 0, 23), _field(draw, 1, 28)
+    month, _ = _named_field(draw, MONTH_NAMES, 1, 12)
+    weekday, _ = _named_field(draw, DAY_NAMES, 0, 7)
+    return f"{minute} {hour} {day} {month} {weekday}"
+
+
+def _named_day_of_week(draw: st.DrawFn) -> tuple[str, str]:
+    """A weekday field with the day operators too: `wed#2`, `FRIL`, `Sun-Wed`: (written, numbered)."""
+    kind = draw(st.sampled_from(["plain", "nth", "last", "mixed"]))
+    day = _spelled(draw, draw(st.integers(0, 6)), DAY_NAMES, 0)
+    nth, last = f"#{draw(st.integers(1, 5))}", draw(any_case("L"))
+    if kind == "plain":
+        return _named_field(draw, DAY_NAMES, 0, 7)
+    if kind == "nth":
+        return day[0] + nth, day[1] + nth
+    if kind == "last":
+        return day[0] + last, day[1] + last
+    other = _named_item(draw, DAY_NAMES, 0, 7)
+    return f"{day[0]}{nth},{other[0]}", f"{day[1]}{nth},{other[1]}"
+
+
+@st.composite
+def spelled_two_ways(draw: st.DrawFn) -> tuple[str, str]:
+    """The same expression with names (any case, operators too) and with numbers only."""
+    day = draw(st.sampled_from(["*", "*", "?", "1", "15", "L", "LW", "15W", "1W", "31W", "1,L"]))
+    day = draw(any_case(day))
+    month = _named_field(draw, MONTH_NAMES, 1, 12)
+    weekday = _named_day_of_week(draw) if draw(st.booleans()) else ("*", "*")
+    written = f"0 {draw(st.sampled_from(['0', '9', '*/6']))} {day} {month[0]} {weekday[0]}"
+    numbered = f"0 {written.split()[1]} {day} {month[1]} {weekday[1]}"
+    return written, numbered
+
+
+class TestGeneratedNames:
+    """Names in any case, in ranges, lists and steps, and beside L, W and #, mean their numbers."""
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(expression=named_cron_expressions(), zone=st.sampled_from(ZONES), base=instants())
+    def test_named_expressions_agree_with_cronsim(self, expression, zone, base):
+        tz = ZoneInfo(zone)
+        try:
+            expected = next(CronSim(expression, base.astimezone(tz)))
+        except (CronSimError, StopIteration):
+            assume(False)
+            raise  # unreachable: assume(False) ends the example
+        assume(expected.astimezone(UTC) > base)
+        assume(not cronsim_steps_over_half_an_hour(zone, base, expected))
+        assume(not cronsim_answers_a_wall_time_that_never_happens(expected))
+        assert next_fire(timing(expression, zone), base) == expected.astimezone(UTC), (expression, zone, base)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(pair=spelled_two_ways(), zone=st.sampled_from(ZONES), base=instants())
+    def test_an_expression_with_names_fires_as_its_numbers_do(self, pair, zone, base):
+        # No oracle: cronsim refuses `FRIL`, `15W` and `?`. Every generated spelling is valid, so a
+        # refusal fails the test rather than skipping the example.
+        written, numbered = pair
+        named_timing, numbered_timing = timing(written, zone), timing(numbered, zone)
+        compile_schedule(written, zone)
+        assert fire_times(named_timing, base, 4) == fire_times(numbered_timing, base, 4), pair
+        assert prev_fire(named_timing, base) == prev_fire(numbered_timing, base), pair
+
+
+@st.composite
+def separated(draw: st.DrawFn, fields: list[str]) -> str:
+    """``fields`` joined by runs of ASCII spaces and tabs, with runs (maybe empty) at both ends too."""
+    run = st.text(st.sampled_from(" \t"), min_size=1, max_size=3)
+    edge = st.text(st.sampled_from(" \t"), max_size=2)
+    return draw(edge) + "".join(field + draw(run) for field in fields[:-1]) + fields[-1] + draw(edge)
+
+
+class TestGeneratedSeparators:
+    """Any run of spaces and tabs separates fields; any other whitespace anywhere is refused, named."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(expression=named_cron_expressions(), data=st.data())
+    def test_runs_of_spaces_and_tabs_read_as_one_space(self, expression, data):
+        spaced = data.draw(separated(expression.split(" ")))
+        assert fire_times(timing(spaced), EPOCH, 3) == fire_times(timing(expression), EPOCH, 3)
+
+    @settings(max_examples=300, deadline=None)
+    @given(expression=named_cron_expressions(), char=st.sampled_from(NOT_SEPARATORS), data=st.data())
+    def test_other_whitespace_is_never_a_separator(self, expression, char, data):
+        spaced = data.draw(separated(expression.split(" ")))
+        # Anywhere: in place of a separator, beside one, inside a field or at either end.
+        position = data.draw(st.integers(0, len(spaced)))
+        replace = data.draw(st.booleans()) and position < len(spaced) and spaced[position] in " \t"
+        text = spaced[:position] + char + spaced[position + replace :]
+        with pytest.raises(
+            ScheduleError, match=rf"U\+{ord(char):04X} .*: only ASCII spaces and tabs"
+        ) as caught:
+            compile_schedule(text, "UTC")
+        assert caught.value.field == "schedule"

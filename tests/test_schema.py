@@ -51,6 +51,20 @@ class TestMigrations:
             with psycopg.connect(url_for(server_url, "postgres"), autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    async def test_stored_schedules_spaced_with_other_whitespace_are_respelled_to_keep_firing(
+        self, client, sql
+    ):
+        spellings = {"0\u00a00 * * *": "0 0 * * *", "*/5 * * * *\n": "*/5 * * * *", "@hourly": "@hourly"}
+        for number, spelled in enumerate(spellings):
+            body = {"name": f"job-{number}", "schedule": "@hourly", "action": {"type": "log"}}
+            assert (await client.post("/jobs", json=body)).status_code == 201
+            # What an earlier version stored when it read these characters as spaces.
+            sql("UPDATE jobs SET schedule = %s WHERE name = %s", (spelled, f"job-{number}"))
+        migration = next(m for m in available() if m.name == "schedule_spacing")
+        sql(migration.path.read_text())
+        stored = [row[0] for row in sql("SELECT schedule FROM jobs ORDER BY name")]
+        assert stored == list(spellings.values())
+
     def test_runs_are_partitioned_by_day_ahead_of_time(self, sql):
         parts = [
             row[0]

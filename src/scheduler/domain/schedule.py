@@ -10,6 +10,11 @@ Day fields follow Debian cron too: a restricted day-of-month and a restricted da
 whatever their form (``L``, ``LW``, ``15W``, ``MON#2``, ``5L`` included); when either starts with
 ``*`` or is ``?`` (which means "no specific value" and is allowed in those two fields only) they
 are ANDed, which leaves the other field deciding. Forms with no exact meaning are refused.
+Month and weekday names are read in any case wherever a number may stand (``Sun-Wed``,
+``jan,Jul``, ``MON-FRI/2``, ``wed#2``, ``FRIL``).
+
+A schedule is printable ASCII, its fields separated by ASCII spaces or tabs; any other character
+(U+00A0, U+3000, a line feed ...) is refused with a message naming it, never read as a separator.
 
 Cron time zones follow Debian cron, as ``cronsim`` does: an expression with a fixed minute and hour
 (5 fields, neither starting with ``*``) is matched on the wall clock; a wall time inside a
@@ -30,6 +35,7 @@ from __future__ import annotations
 import bisect
 import calendar
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta
 from functools import lru_cache
@@ -63,6 +69,11 @@ _MACROS = {
 }
 _NAMES = re.compile(r"JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|SUN|MON|TUE|WED|THU|FRI|SAT")
 _FIELD_CHARS = re.compile(r"^[0-9*,/#?LW-]+$")
+_FIELD_SEPARATOR = re.compile(r"[ \t]+")
+# What a schedule may contain: printable ASCII and tabs. str.split() would take U+00A0 or U+3000
+# for a separator and str.upper() turns U+017F into S, so anything else would be read as something
+# its author did not type.
+_NOT_SCHEDULE_TEXT = re.compile(r"[^\t -~]")
 _INTERVAL = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _FIELD_NAMES = ("second", "minute", "hour", "day of month", "month", "day of week")
 MAX_INTERVAL = timedelta(days=3660)
@@ -420,8 +431,9 @@ class Cron:
 
 
 def _cron_fields(expression: str) -> list[str]:
-    text = _MACROS.get(expression.strip().lower(), expression)
-    fields = text.split()
+    text = _MACROS.get(expression.strip(" \t").lower(), expression)
+    text = text.strip(" \t")
+    fields = _FIELD_SEPARATOR.split(text) if text else []
     if len(fields) not in (5, 6):
         raise ScheduleError(
             f"cron expression {expression!r} has {len(fields)} fields; expected 5, "
@@ -446,6 +458,16 @@ _NEAREST_WEEKDAY = re.compile(r"^(\d+)W$")
 _NTH_WEEKDAY = re.compile(r"^([0-9]+|[A-Z]{3})#(\d+)$")
 _LAST_WEEKDAY_OF = re.compile(r"^([0-9]+|[A-Z]{3})L$")
 _SATURDAY, _SUNDAY = 6, 0
+
+
+def _has_operator(item: str, operators: str) -> bool:
+    """Whether one list item (upper case) uses any of ``operators``, its names taken out first.
+
+    The operators `L` and `W` are letters, and so are the names, two of which hold one (WED, JUL):
+    looking at the item itself would take `WED` for a `W` form and `JUL` for an `L` form.
+    """
+    rest = _NAMES.sub("", item)
+    return any(mark in rest for mark in operators)
 
 
 def _number(token: str, position: int) -> int:
@@ -499,7 +521,7 @@ def _expand(value: str, position: int) -> tuple[int, ...]:
         )
     found: set[int] = set()
     for item in value.upper().split(","):
-        if any(mark in item for mark in "LW#"):
+        if _has_operator(item, "LW#"):
             raise ScheduleError(
                 f"cron {_FIELD_NAMES[position]} field {value!r} is not valid: "
                 "L, W and # belong to the day fields"
@@ -543,7 +565,7 @@ def _parse_day_of_month(value: str) -> _DayRule:
             if not 1 <= day <= 31:  # noqa: PLR2004
                 raise ScheduleError(f"cron day of month field {value!r} is out of range 1-31")
             nearest.append(day)
-        elif any(mark in item for mark in "LW#?"):
+        elif _has_operator(item, "LW#?"):
             raise ScheduleError(
                 f"cron day of month field {value!r} is not valid: use a day, a range, a step, "
                 "L (last day), LW (last weekday), 15W (weekday nearest the 15th), or ? alone"
@@ -581,7 +603,7 @@ def _parse_day_of_week(value: str) -> _DayRule:
             nth.add((_weekday_number(match.group(1), value), week))
         elif match := _LAST_WEEKDAY_OF.match(item):
             last_of.add(_weekday_number(match.group(1), value))
-        elif any(mark in item for mark in "LW#?"):
+        elif _has_operator(item, "LW#?"):
             raise ScheduleError(
                 f"cron day of week field {value!r} is not valid: use a weekday, a range, a step, "
                 "MON#2 (second Monday), 5L (last Friday), or ? alone"
@@ -822,7 +844,8 @@ Compiled: TypeAlias = Cron | Every | At
 def compile_schedule(expression: str, timezone: str) -> Compiled:
     """Parse and validate an expression in a zone; cached, so jobs sharing one share its work."""
     zone(timezone)
-    text = expression.strip()
+    _check_characters(expression)
+    text = expression.strip(" \t")
     if not text:
         raise ScheduleError("schedule is empty")
     lowered = text.lower()
@@ -837,6 +860,21 @@ def compile_schedule(expression: str, timezone: str) -> Compiled:
             + ", @every or @at"
         )
     return Cron(text, timezone)
+
+
+def _check_characters(expression: str) -> None:
+    """Refuse any character a schedule is not written with, naming it and where it stands."""
+    found = _NOT_SCHEDULE_TEXT.search(expression)
+    if found is None:
+        return
+    char = found.group()
+    name = unicodedata.name(char, "") or (
+        "a control character" if unicodedata.category(char) == "Cc" else "a character with no name"
+    )
+    where = f"schedule {expression!r} has U+{ord(char):04X} ({name}) at character {found.start() + 1}"
+    if char.isspace():
+        raise ScheduleError(f"{where}: only ASCII spaces and tabs may separate its fields")
+    raise ScheduleError(f"{where}: a schedule is written in printable ASCII only")
 
 
 def _parse_every(spec: str) -> Every:
