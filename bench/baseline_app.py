@@ -40,7 +40,6 @@ def create_app() -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         try:
             yield

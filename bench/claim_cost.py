@@ -26,7 +26,7 @@ from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, scalar, seed_jobs
 from bench.summary import figure
 from scheduler.config import load_settings
-from scheduler.db.connections import RunnerPool
+from scheduler.db.connections import Pool
 from scheduler.logs import configure_logging
 from scheduler.runner.service import assemble, http_client
 
@@ -44,7 +44,7 @@ async def one_claim(url: str, jobs: int, lag: timedelta) -> tuple[float, int]:
         {"SCHEDULER_DATABASE_URL": url, "SCHEDULER_AUTH": "off", "SCHEDULER_LOG_LEVEL": "warning"}
     )
     configure_logging(settings)
-    pool = RunnerPool(url, application_name="bench-claim-cost", max_size=1)
+    pool = Pool(url, application_name="bench-claim-cost", max_size=1)
     try:
         async with http_client(settings) as client:
             runner = assemble(settings, pool, client, database_url=url).runner

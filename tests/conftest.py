@@ -38,7 +38,7 @@ from scheduler.api.app import create_app
 from scheduler.api.auth import key_hash, new_key
 from scheduler.config import Settings, load_settings
 from scheduler.db import connections, store
-from scheduler.db.connections import RunnerPool
+from scheduler.db.connections import Pool
 from scheduler.db.migrate import migrate
 from scheduler.domain.models import RunStatus, RunTrigger
 from scheduler.ids import uuid7
@@ -168,7 +168,7 @@ async def runner_parts(db_url: str) -> AsyncIterator[RunnerParts]:
     Tests call their steps (``run_once(now=...)``, ``claim_due_once``, ``flush``) and look at the rows.
     """
     settings = settings_for(db_url, http_allow_nets="127.0.0.0/8,::1/128")
-    pool = RunnerPool(db_url, application_name="scheduler-runner-test", max_size=4)
+    pool = Pool(db_url, application_name="scheduler-runner-test", max_size=4)
     try:
         async with http_client(settings) as outbound:
             yield assemble(settings, pool, outbound, database_url=db_url)

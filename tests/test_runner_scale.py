@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 
 from scheduler.db import connections, store
-from scheduler.db.connections import RunnerPool
+from scheduler.db.connections import Pool
 from scheduler.domain.models import LogAction, OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
 from scheduler.runner.actions import Attempt
@@ -27,9 +27,9 @@ IN_FLIGHT = HEARTBEAT_BATCH + 500  # more than one statement's worth
 
 
 @pytest.fixture
-async def pool(db_url) -> AsyncIterator[RunnerPool]:
+async def pool(db_url) -> AsyncIterator[Pool]:
     """The runner's own pool on the test database."""
-    found = RunnerPool(db_url, application_name="scheduler-runner-test", max_size=2)
+    found = Pool(db_url, application_name="scheduler-runner-test", max_size=2)
     yield found
     await found.close()
 

@@ -1,10 +1,8 @@
 -- name: migration_lock
--- A session-level advisory lock: a second `scheduler migrate` waits here, then finds nothing to do.
-SELECT pg_advisory_lock(7262019384)
-
--- name: migration_unlock
--- Released explicitly so a pooled or reused session never keeps it.
-SELECT pg_advisory_unlock(7262019384)
+-- Held to the end of the caller's transaction, not the session's: a transaction pooler (PgBouncer)
+-- keeps one server connection for a whole transaction, never for a session. A second `scheduler
+-- migrate` waits here, then finds the migration applied.
+SELECT pg_advisory_xact_lock(7262019384)
 
 -- name: migration_table_create
 -- The ledger of applied migrations; created on first use so it needs no migration of its own.

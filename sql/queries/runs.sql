@@ -324,3 +324,11 @@ WHERE j.namespace = %(namespace)s
   AND (%(trigger)s::run_trigger IS NULL OR r.trigger = %(trigger)s::run_trigger)
 ORDER BY r.id DESC
 LIMIT %(limit)s
+
+-- name: run_present_many
+-- Which of these runs exist: after a claim's commit was cut, the runner asks before it emits their
+-- log events (the caller first locks their jobs, so a commit still in flight has ended).
+SELECT r.id
+FROM runs r
+JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
+  ON r.id = k.id AND r.scheduled_for = k.scheduled_for

@@ -1,6 +1,6 @@
 -- name: health_check
--- Readiness: the cheapest statement that proves the database answers.
-SELECT 1 AS ok
+-- Readiness: the server answers and takes writes (a standby or a read-only primary is not ready).
+SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable
 
 -- name: listen_wake
 -- Runners sleep until the earliest slot; the API notifies this channel when a job becomes due sooner.
@@ -22,13 +22,13 @@ SELECT pg_try_advisory_xact_lock(7262019385) AS locked
 -- Creates the daily partitions of runs from the day before `today` (the database's, unless passed)
 -- to `days_ahead` days after it.
 SELECT run_partitions_ensure(
-    coalesce(%(today)s::date, current_date) - 1,
-    coalesce(%(today)s::date, current_date) + %(days_ahead)s::integer
+    coalesce(%(today)s::date, (now() AT TIME ZONE 'UTC')::date) - 1,
+    coalesce(%(today)s::date, (now() AT TIME ZONE 'UTC')::date) + %(days_ahead)s::integer
 ) AS created
 
 -- name: run_partitions_drop_expired
 -- Retention as a partition drop, not a DELETE storm: removes days older than the retention.
-SELECT run_partitions_drop_before(coalesce(%(today)s::date, current_date) - %(retention_days)s::integer)
+SELECT run_partitions_drop_before(coalesce(%(today)s::date, (now() AT TIME ZONE 'UTC')::date) - %(retention_days)s::integer)
     AS dropped
 
 -- name: lock_timeout_short

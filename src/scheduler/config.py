@@ -53,12 +53,26 @@ class Settings:
     run_retention_days: int = 30
     db_pool_max: int = 16
     """Most database connections one API worker opens."""
+    db_max_lifetime_s: float = 1800.0
+    """Longest a database connection is kept, so connections follow the URL after a failover."""
+    database_pooler: Literal["none", "session", "transaction"] = "none"
+    """What sits between the service and PostgreSQL: `transaction` (PgBouncer's transaction mode)
+    turns server-side prepared statements off and LISTEN over to `listen_database_url`."""
+    listen_database_url: str | None = None
+    """Where runners LISTEN for wakes and cancels; the database URL unless the pooler is `transaction`,
+    where unset means no LISTEN: runners poll every `poll_interval_s` instead."""
     runner_name: str = ""
     """How a runner names itself in run rows; host:pid unless set."""
     url: str = "http://127.0.0.1:8000"
     """Base URL of the API that the `scheduler jobs` client talks to."""
     api_key: str | None = None
     """Bearer key the `scheduler jobs` client sends; unset sends none (for SCHEDULER_AUTH=off)."""
+
+    def listen_url(self) -> str | None:
+        """Where a runner LISTENs; None when it must poll (transaction pooling and no direct URL)."""
+        if self.listen_database_url:
+            return self.listen_database_url
+        return None if self.database_pooler == "transaction" else self.database_url
 
     def runner_id(self) -> str:
         """Return the name this runner process writes into the runs it owns."""
@@ -86,6 +100,7 @@ _FLOAT_RANGES: Mapping[str, tuple[float, float]] = {
     "poll_interval_s": (0.01, 60.0),
     "lease_s": (1.0, 3600.0),
     "shutdown_grace_s": (0.0, 3600.0),
+    "db_max_lifetime_s": (10.0, 86_400.0),
 }
 
 
@@ -145,4 +160,5 @@ _CHOICES: Mapping[str, tuple[str, ...]] = {
     "auth": ("required", "off"),
     "log_format": ("json", "console"),
     "log_level": ("debug", "info", "warning", "error"),
+    "database_pooler": ("none", "session", "transaction"),
 }

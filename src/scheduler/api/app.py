@@ -39,12 +39,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(cfg)  # uvicorn workers are fresh processes: each sets up its own logging
     if cfg.database_url is None:
         raise ValueError("SCHEDULER_DATABASE_URL is required to serve the API")
-    pool = make_pool(cfg.database_url, application_name="scheduler-api", max_size=cfg.db_pool_max)
+    pool = make_pool(
+        cfg.database_url,
+        application_name="scheduler-api",
+        max_size=cfg.db_pool_max,
+        pooler=cfg.database_pooler,
+        max_lifetime_s=cfg.db_max_lifetime_s,
+    )
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await pool.open(wait=True, timeout=30)
+        # No wait for the database: an API started during an outage serves 503s and /readyz says
+        # so, then answers as soon as a primary does.
         app.state.pool = pool
         try:
             yield

@@ -7,17 +7,17 @@ import secrets
 import time
 from typing import Any
 
-import psycopg
 from litestar import Response
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
-from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
+from psycopg_pool import PoolTimeout
 
 from scheduler.api.limits import RateLimiter, retry_after
 from scheduler.api.problems import problem_response
-from scheduler.api.state import NAMESPACE_KEY, live_connection
+from scheduler.api.state import NAMESPACE_KEY
 from scheduler.config import Settings
 from scheduler.db import store
+from scheduler.db.connections import DB_ERRORS, Pool
 
 DEFAULT_NAMESPACE = "default"
 KEY_PREFIX = "sk_"
@@ -144,15 +144,15 @@ class AuthMiddleware:
         return namespace, digest
 
 
-async def _lookup(pool: AsyncConnectionPool, digest: bytes) -> str | None:
+async def _lookup(pool: Pool, digest: bytes) -> str | None:
     """The namespace of a key hash; a lookup that met a lost connection is a read, so it runs once more."""
     try:
-        async with live_connection(pool) as conn:
+        async with pool.connection() as conn:
             return await store.api_key_lookup(conn, key_hash=digest)
-    except (PoolTimeout, TooManyRequests):
+    except PoolTimeout:
         raise
-    except psycopg.OperationalError:
-        async with live_connection(pool) as conn:
+    except DB_ERRORS:
+        async with pool.connection() as conn:
             return await store.api_key_lookup(conn, key_hash=digest)
 
 

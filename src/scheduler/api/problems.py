@@ -12,9 +12,11 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from psycopg_pool import PoolTimeout, TooManyRequests
+from psycopg.errors import ReadOnlySqlTransaction
+from psycopg_pool import PoolTimeout
 
 from scheduler.api.state import CONNECTION_LOST_KEY, REQUEST_ID_KEY
+from scheduler.db.connections import ReadOnlyServer
 
 log = structlog.get_logger("scheduler.api")
 T = TypeVar("T")
@@ -295,16 +297,21 @@ def on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[by
 DATABASE_RETRY_AFTER_S = 1
 
 
-def on_database_unavailable(
-    request: Request[Any, Any, Any], exc: psycopg.OperationalError
-) -> Response[bytes]:
-    """Answer 503 + Retry-After when the database cannot be reached or dropped the connection; never 500.
+def on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Answer 503 + Retry-After when the database cannot be reached, dropped the connection or is read-only.
 
-    A lost connection is marked on the scope: a read is then run once more on a fresh connection
-    (see ObservabilityMiddleware) and the client never sees this answer. A write is not repeated,
-    since the statement may have run before the connection died.
+    Never 500: a standby or a demoted primary (25006) is a lost server like one that hung up, and the
+    pool has already dropped the connection that met it. A lost connection is marked on the scope: a
+    read is then run once more on a fresh connection (see ObservabilityMiddleware) and the client
+    never sees this answer. A write is not repeated, since the statement may have run before the
+    connection died.
     """
-    waited_for_pool = isinstance(exc, PoolTimeout | TooManyRequests)
+    waited_for_pool = isinstance(exc, PoolTimeout)
+    said = str(exc)
+    # libpq's own refusals of a standby under target_session_attrs=read-write say it in words.
+    read_only = isinstance(exc, ReadOnlySqlTransaction | ReadOnlyServer) or any(
+        words in said for words in ("read-only", "hot standby", "in recovery")
+    )
     if not waited_for_pool:
         request.scope[CONNECTION_LOST_KEY] = True  # type: ignore[literal-required]
     log.warning(
@@ -314,11 +321,14 @@ def on_database_unavailable(
         request_id=request.scope.get(REQUEST_ID_KEY),
         error=f"{type(exc).__name__}: {exc}",
     )
-    detail = (
-        "no database connection became free in time"
-        if waited_for_pool
-        else "the database connection was lost while answering"
-    )
+    if waited_for_pool:
+        detail = "no database connection became free in time"
+    elif read_only:
+        detail = "the database server is read-only (a standby or a demoted primary); waiting for a primary"
+    elif said.startswith("connection failed"):
+        detail = "the database does not accept connections"
+    else:
+        detail = "the database connection was lost while answering"
     return problem_response(
         503,
         f"{detail}; retry after {DATABASE_RETRY_AFTER_S} s",
@@ -329,6 +339,8 @@ def on_database_unavailable(
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     psycopg.OperationalError: on_database_unavailable,
+    psycopg.InterfaceError: on_database_unavailable,
+    ReadOnlySqlTransaction: on_database_unavailable,
     ProblemError: on_problem,
     ValidationException: on_validation,
     HTTPException: on_http_exception,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import select
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import psycopg
 from litestar import Request
-from psycopg_pool import AsyncConnectionPool
 
 from scheduler.config import Settings
-from scheduler.db.connections import AsyncConn
+from scheduler.db.connections import AsyncConn, Pool
 
 NAMESPACE_KEY = "scheduler.namespace"
 REQUEST_ID_KEY = "scheduler.request_id"
@@ -21,54 +17,20 @@ REQUEST_ID_KEY = "scheduler.request_id"
 CONNECTION_LOST_KEY = "scheduler.connection_lost"
 
 
-def pool_of(request: Request[Any, Any, Any]) -> AsyncConnectionPool:
+def pool_of(request: Request[Any, Any, Any]) -> Pool:
     """The app's connection pool."""
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: Pool = request.app.state.pool
     return pool
 
 
 def conn_for(request: Request[Any, Any, Any]) -> AbstractAsyncContextManager[AsyncConn]:
-    """Borrow an autocommit connection for the length of a request's database work."""
-    return live_connection(pool_of(request))
+    """Borrow an autocommit connection for the length of a request's database work.
 
-
-def _hung_up(conn: AsyncConn) -> bool:
-    """Whether the server has spoken on an idle connection, which it does only to end it.
-
-    A backend ended by a restart or `pg_terminate_backend` sends its error and closes the socket;
-    the client learns of it only by reading. An idle connection of ours has nothing to read
-    otherwise, so a readable socket (no round trip) marks it dead before a statement is risked on it.
+    The pool drops connections the server hung up on or that reached a read-only server before
+    lending them, so a write goes on after the service's connections were cut instead of answering
+    503, and one that met a lost server is never lent again.
     """
-    if conn.closed:
-        return True
-    poller = select.poll()  # not select(): a busy process may hold descriptors past FD_SETSIZE
-    try:
-        poller.register(conn.pgconn.socket, select.POLLIN)
-    except (OSError, ValueError, psycopg.OperationalError):  # the socket is gone already
-        return True
-    return bool(poller.poll(0))
-
-
-@asynccontextmanager
-async def live_connection(pool: AsyncConnectionPool) -> AsyncIterator[AsyncConn]:
-    """Like ``pool.connection()``, but connections the server hung up on are dropped, not used.
-
-    A statement that met a dead connection would fail without having run; skipping such connections
-    at checkout is what lets a write go on after the service's connections were cut, instead of
-    answering 503.
-    """
-    conn: AsyncConn = await pool.getconn()
-    for _ in range(pool.max_size):
-        if not _hung_up(conn):
-            break
-        await conn.close()
-        await pool.putconn(conn)  # a closed connection is discarded and replaced by the pool
-        conn = await pool.getconn()
-    try:
-        async with conn:
-            yield conn
-    finally:
-        await pool.putconn(conn)
+    return pool_of(request).connection()
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:

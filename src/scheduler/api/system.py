@@ -26,12 +26,18 @@ async def healthz() -> Health:
 
 @get("/readyz", tags=["system"], response_model=Health, responses=problem_responses(503))
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Readiness: the database answers."""
+    """Readiness: the database answers as a writable primary (never a standby or a read-only server)."""
     try:
         async with conn_for(request) as conn:
-            await store.health_check(conn)
+            writable = await store.health_check(conn)
     except Exception as exc:
-        return problem_response(503, f"database unavailable: {type(exc).__name__}")
+        return problem_response(
+            503, f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "1"}
+        )
+    if not writable:
+        return problem_response(
+            503, "database unavailable: the server is read-only", headers={"Retry-After": "1"}
+        )
     return Response(Health(status="ready"))
 
 

@@ -48,7 +48,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings)
-    applied = migrate(_database_url(settings))
+    applied = migrate(_database_url(settings), pooler=settings.database_pooler)
     print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else "; up to date"))  # noqa: T201
     return 0
 

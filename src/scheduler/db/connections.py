@@ -1,82 +1,173 @@
-"""Database connections: how every connection of the service is opened and configured."""
+"""Database connections: how every connection of the service is opened, checked, pooled and dropped."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 import psycopg
-from psycopg.adapt import Loader
-from psycopg.pq import TransactionStatus
+from psycopg import errors as pg_errors
+from psycopg.adapt import Buffer, Loader
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg_pool import PoolTimeout
 
 AsyncConn = psycopg.AsyncConnection[TupleRow]
 SyncConn = psycopg.Connection[TupleRow]
+Pooler = Literal["none", "session", "transaction"]
+Check = Literal["ping", "socket"]
+
+# What a lost, unreachable or wrong server raises: the connection is dropped, never used again, and
+# the caller backs off (a runner loop) or answers 503 (the API). A read-only server (25006: a standby,
+# a demoted primary, default_transaction_read_only) counts: it cannot do our work, and reconnecting
+# is what finds the writable primary.
+DB_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    pg_errors.ReadOnlySqlTransaction,
+    PoolTimeout,
+)
+# Seconds a connection is kept at most: after a failover or a pooler restart, connections drift back
+# to where the URL now leads instead of staying wherever they were opened.
+MAX_LIFETIME_S = 1800.0
+# Seconds libpq waits for each host: a host that vanished (no refusal) costs this before the next
+# host of a multi-host URL is tried.
+CONNECT_TIMEOUT_S = 3
+# A silent server is noticed after about idle + interval x count seconds; a send that goes
+# unacknowledged fails after tcp_user_timeout (milliseconds).
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+
+
+class ReadOnlyServer(psycopg.OperationalError):
+    """The server answering is a standby or refuses writes: the service needs a writable primary."""
 
 
 class RawJsonLoader(Loader):
     """Hand jsonb columns over as raw bytes; the store decodes them straight into typed Structs."""
 
-    def load(self, data: Any) -> bytes:
+    def load(self, data: Buffer) -> bytes:
         """Return the column's JSON text as bytes."""
         return bytes(data)
+
+
+class UtcTimestamptzLoader(TimestamptzLoader):
+    """Load timestamptz in UTC whatever the session's TimeZone (a pooler cannot be told to set it)."""
+
+    def load(self, data: Buffer) -> datetime:
+        """Parse the value and move it to UTC."""
+        return super().load(data).astimezone(UTC)
+
+
+def _session_is_utc(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
+    zone = conn.info.parameter_status("TimeZone")
+    return zone is not None and zone.upper() in {"UTC", "ETC/UTC", "UCT", "ZULU", "GMT", "ETC/GMT"}
 
 
 def _prepare(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("jsonb", RawJsonLoader)
     conn.adapters.register_loader("json", RawJsonLoader)
+    if not _session_is_utc(conn):
+        # Only then: psycopg's own loader is written in C and already gives UTC on a UTC session.
+        conn.adapters.register_loader("timestamptz", UtcTimestamptzLoader)
 
 
-def conninfo_with_app(url: str, application_name: str) -> str:
-    """Add an application_name so operators can tell our sessions apart in pg_stat_activity."""
-    return psycopg.conninfo.make_conninfo(url, application_name=application_name, options="-c TimeZone=UTC")
+def read_only_reason(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> str | None:
+    """Why ``conn``'s server cannot take writes, from what it reported (no round trip); None if it can.
 
-
-async def connect(url: str, *, application_name: str) -> AsyncConn:
-    """Open one configured autocommit connection (a runner's listener, the command-line tools)."""
-    conn = await psycopg.AsyncConnection.connect(conninfo_with_app(url, application_name), autocommit=True)
-    _prepare(conn)
-    return conn
-
-
-def connect_sync(url: str, *, application_name: str) -> SyncConn:
-    """Open one configured blocking connection (migrations, command-line tools)."""
-    conn = psycopg.connect(conninfo_with_app(url, application_name), autocommit=True)
-    _prepare(conn)
-    return conn
-
-
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    _prepare(conn)
-
-
-def make_pool(
-    url: str, *, application_name: str, min_size: int = 1, max_size: int = 16, check: bool = False
-) -> AsyncConnectionPool:
-    """Create (unopened) a pool of autocommit connections.
-
-    Single-statement requests run in autocommit: a BEGIN/COMMIT pair per request costs two round trips
-    and measured 35-55 % of throughput. Requests that must change several rows together open an
-    explicit ``conn.transaction()``.
-
-    ``check`` tests each connection as it leaves the pool: the runner wants that, so a database
-    restart costs it one failed statement per connection rather than a string of them.
+    PostgreSQL 14 and later report `in_hot_standby` and `default_transaction_read_only` on connecting
+    and again whenever they change (a promotion, a reload), so a stale connection is seen at checkout.
     """
-    return AsyncConnectionPool(
-        conninfo_with_app(url, application_name),
-        min_size=min_size,
-        max_size=max_size,
-        kwargs={"autocommit": True},
-        configure=_configure,
-        check=AsyncConnectionPool.check_connection if check else None,
-        open=False,
-        name=application_name,
+    if conn.info.parameter_status("in_hot_standby") == "on":
+        return "the server is a standby (in recovery)"
+    if conn.info.parameter_status("default_transaction_read_only") == "on":
+        return "the server is read-only (default_transaction_read_only is on)"
+    return None
+
+
+def conninfo_for(url: str, application_name: str, *, connect_timeout: int | None = None) -> str:
+    """The connection string of ``url`` as the service uses it.
+
+    - an ``application_name``, so operators can tell our sessions apart in pg_stat_activity;
+    - ``target_session_attrs=read-write`` unless the URL says otherwise: with several hosts named
+      (a primary and its standbys) libpq connects to whichever is the writable primary now;
+    - TCP keepalives and a send timeout, so a connection whose server vanished without a word (a
+      host lost, a network cut, a proxy's backend gone) fails within about 15 s instead of hanging;
+    - no startup ``options``: PgBouncer refuses them, and nothing of ours depends on the session's
+      settings (timestamps are read in UTC whatever its TimeZone).
+
+    What the URL sets itself is left alone.
+    """
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    extra: dict[str, Any] = {"application_name": application_name}
+    defaults: dict[str, Any] = {"target_session_attrs": "read-write", **_KEEPALIVES}
+    if connect_timeout is not None:
+        defaults["connect_timeout"] = connect_timeout
+    extra.update({key: value for key, value in defaults.items() if not params.get(key)})
+    return psycopg.conninfo.make_conninfo(url, **extra)
+
+
+def prepare_threshold(pooler: Pooler) -> int | None:
+    """Server-side prepared statements unless a transaction pooler may hand each statement elsewhere."""
+    return None if pooler == "transaction" else 5
+
+
+async def connect(url: str, *, application_name: str, pooler: Pooler = "none") -> AsyncConn:
+    """Open one configured autocommit connection to a writable primary (listener, command-line tools)."""
+    conn = await psycopg.AsyncConnection.connect(
+        conninfo_for(url, application_name), autocommit=True, prepare_threshold=prepare_threshold(pooler)
     )
+    await _accept(conn)
+    return conn
+
+
+def connect_sync(url: str, *, application_name: str, pooler: Pooler = "none") -> SyncConn:
+    """Open one configured blocking connection to a writable primary (migrations, command-line tools)."""
+    conn = psycopg.connect(
+        conninfo_for(url, application_name), autocommit=True, prepare_threshold=prepare_threshold(pooler)
+    )
+    if reason := read_only_reason(conn):
+        conn.close()
+        raise ReadOnlyServer(reason)
+    _prepare(conn)
+    return conn
+
+
+async def _accept(conn: AsyncConn) -> None:
+    """Configure a new connection, or close it and raise ReadOnlyServer when its server is read-only."""
+    if reason := read_only_reason(conn):
+        await conn.close()
+        raise ReadOnlyServer(reason)
+    _prepare(conn)
+
+
+def hung_up(conn: AsyncConn) -> bool:
+    """Whether the server has spoken on an idle connection, which it does only to end it (no round trip).
+
+    A backend ended by a restart or `pg_terminate_backend` sends its error and closes the socket; the
+    client learns of it only by reading. An idle connection of ours has nothing to read otherwise.
+    """
+    if conn.closed or conn.pgconn.status != ConnStatus.OK:
+        return True
+    poller = select.poll()  # not select(): a busy process may hold descriptors past FD_SETSIZE
+    try:
+        poller.register(conn.pgconn.socket, select.POLLIN)
+    except (OSError, ValueError, psycopg.OperationalError):  # the socket is gone already
+        return True
+    return bool(poller.poll(0))
 
 
 class ConnectionSource(Protocol):
@@ -87,40 +178,62 @@ class ConnectionSource(Protocol):
         ...
 
 
-class RunnerPool:
-    """The runner's few connections, where a lost one costs the statement or check that met it.
+class Pool:
+    """A process's few connections, where a lost one costs the statement or check that met it.
 
     psycopg_pool, finding a dead connection at its check, tries the next one after 1 s, then 2 s,
-    4 s ..., and reopens connections with the same backoff: a few connection cuts in a row left
-    runners waiting 30 s for a connection while PostgreSQL accepted them. Here a connection that
-    fails its check is dropped and the next one tried at once, and one that cannot be opened fails
-    at once, so the caller's own short backoff decides when to try again.
+    4 s ..., and reopens connections with the same backoff: after a failover its users waited 9-17 s
+    while the new primary accepted connections. Here a connection that fails its check is dropped and
+    the next one tried at once, one that cannot be opened fails at once (the caller's own short
+    backoff, or the client's Retry-After, decides when to try again), and a connection that met a lost
+    or read-only server is closed rather than given back.
+
+    ``check`` is how a connection is tested as it leaves the pool: ``ping`` (a round trip; the
+    runner's, whose statements are rarely safe to repeat) or ``socket`` (free: a hung-up socket or a
+    server that reported itself read-only; the API's, which repeats reads itself).
     """
 
-    def __init__(self, url: str, *, application_name: str, max_size: int, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        application_name: str,
+        max_size: int,
+        timeout: float = 10.0,
+        check: Check = "ping",
+        pooler: Pooler = "none",
+        max_lifetime_s: float = MAX_LIFETIME_S,
+    ) -> None:
         """Prepare (no connection yet) a pool of at most ``max_size`` autocommit connections.
 
-        ``timeout`` bounds both the wait for a free connection and the opening of a new one.
+        ``timeout`` bounds the wait for a free connection; opening one gives up after
+        `CONNECT_TIMEOUT_S` per host the URL names.
         """
         self.max_size = max_size
-        self._conninfo = psycopg.conninfo.make_conninfo(
-            conninfo_with_app(url, application_name), connect_timeout=max(2, int(timeout))
-        )
+        self._conninfo = conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S)
+        self._prepare_threshold = prepare_threshold(pooler)
         self._timeout = timeout
+        self._check = check
+        self._max_lifetime_s = max_lifetime_s
         self._idle: deque[AsyncConn] = deque()
+        self._born: dict[int, float] = {}
         self._slots = asyncio.Semaphore(max_size)
         self._closed = False
+        self._lent = 0
 
     async def open(self, *, wait: bool = False) -> None:
-        """Nothing to do ahead: connections open when first needed (``wait`` kept for the pool's API)."""
+        """Nothing to do ahead: connections open when first needed (``wait`` kept for the callers)."""
         del wait
 
     async def close(self) -> None:
         """Close the idle connections; connections lent out close when given back."""
         self._closed = True
         while self._idle:
-            with contextlib.suppress(psycopg.Error):
-                await self._idle.pop().close()
+            await self._discard(self._idle.pop())
+
+    def get_stats(self) -> dict[str, int]:
+        """Counters for tests and metrics: ``requests_num`` is how many connections were lent."""
+        return {"requests_num": self._lent, "pool_available": len(self._idle), "pool_max": self.max_size}
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConn]:
@@ -131,9 +244,16 @@ class RunnerPool:
             raise PoolTimeout(f"no connection free after {self._timeout:.2f} s") from None
         try:
             conn = await self._take()
+            self._lent += 1
             try:
                 yield conn
-            finally:
+            except DB_ERRORS:
+                await self._discard(conn)  # whatever met it may still be wrong with this connection
+                raise
+            except BaseException:
+                await self._give_back(conn)
+                raise
+            else:
                 await self._give_back(conn)
         finally:
             self._slots.release()
@@ -141,29 +261,72 @@ class RunnerPool:
     async def _take(self) -> AsyncConn:
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to have been cut
-            try:
-                await AsyncConnectionPool.check_connection(conn)
-            except psycopg.Error:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-                continue
-            return conn
-        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        _prepare(conn)
+            if await self._usable(conn):
+                return conn
+            await self._discard(conn)
+        conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, prepare_threshold=self._prepare_threshold
+        )
+        await _accept(conn)
+        self._born[id(conn)] = time.monotonic()
         return conn
 
+    async def _usable(self, conn: AsyncConn) -> bool:
+        if read_only_reason(conn) is not None:
+            return False
+        if self._check == "socket":
+            return not hung_up(conn)
+        try:
+            await conn.execute(b"")  # an empty query: the cheapest round trip
+        except psycopg.Error:
+            return False
+        # The answer may carry a ParameterStatus saying the server turned read-only.
+        return read_only_reason(conn) is None
+
     async def _give_back(self, conn: AsyncConn) -> None:
-        status = conn.info.transaction_status
-        if not self._closed and status is TransactionStatus.IDLE:
-            self._idle.append(conn)
+        if self._closed or time.monotonic() - self._born.get(id(conn), 0.0) > self._max_lifetime_s:
+            await self._discard(conn)
             return
-        if not self._closed and status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        status = conn.info.transaction_status
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             try:
                 await conn.rollback()
             except psycopg.Error:
-                pass
-            else:
-                self._idle.append(conn)
+                await self._discard(conn)
                 return
-        with contextlib.suppress(psycopg.Error):
+            status = conn.info.transaction_status
+        if status is TransactionStatus.IDLE:
+            self._idle.append(conn)
+        else:
+            await self._discard(conn)
+
+    async def _discard(self, conn: AsyncConn) -> None:
+        self._born.pop(id(conn), None)
+        with contextlib.suppress(psycopg.Error, OSError):
             await conn.close()
+
+
+def make_pool(
+    url: str,
+    *,
+    application_name: str,
+    max_size: int = 16,
+    timeout: float = 10.0,
+    pooler: Pooler = "none",
+    max_lifetime_s: float = MAX_LIFETIME_S,
+) -> Pool:
+    """The API's pool: checked for free at checkout (a request's read is repeated on a lost connection).
+
+    Single-statement requests run in autocommit: a BEGIN/COMMIT pair per request costs two round trips
+    and measured 35-55 % of throughput. Requests that must change several rows together open an
+    explicit ``conn.transaction()``.
+    """
+    return Pool(
+        url,
+        application_name=application_name,
+        max_size=max_size,
+        timeout=timeout,
+        check="socket",
+        pooler=pooler,
+        max_lifetime_s=max_lifetime_s,
+    )

@@ -1,4 +1,4 @@
-"""Apply `sql/migrations/NNNN_name.sql` in order, each once, under an advisory lock."""
+"""Apply `sql/migrations/NNNN_name.sql` in order, each once, under a transaction-scoped advisory lock."""
 
 from __future__ import annotations
 
@@ -38,26 +38,26 @@ def available() -> list[Migration]:
     return found
 
 
-def migrate(url: str) -> list[int]:
+def migrate(url: str, *, pooler: connections.Pooler = "none") -> list[int]:
     """Apply every pending migration; return the versions applied now (empty when up to date).
 
-    Each migration runs in its own transaction together with its ledger row. The advisory lock makes
-    concurrent calls (several containers starting at once) safe: the later ones wait, then skip.
+    Each migration runs in one transaction with its ledger row, under an advisory lock that ends
+    with that transaction. So concurrent calls (several containers starting at once) are safe — the
+    later ones wait, then find the migration applied — and so is PgBouncer in transaction mode,
+    which keeps one server connection for a transaction but not for a session.
     """
     applied_now: list[int] = []
-    with connections.connect_sync(url, application_name="scheduler-migrate") as conn:
-        store.migration_lock(conn)
-        try:
+    with connections.connect_sync(url, application_name="scheduler-migrate", pooler=pooler) as conn:
+        with conn.transaction():
+            store.migration_lock(conn)
             store.migration_table_create(conn)
-            done = store.migration_applied_versions(conn)
-            for migration in available():
-                if migration.version in done:
+        for migration in available():
+            with conn.transaction():
+                store.migration_lock(conn)
+                if migration.version in store.migration_applied_versions(conn):
                     continue
-                with conn.transaction():
-                    conn.execute(migration.path.read_bytes())
-                    store.migration_record(conn, version=migration.version, name=migration.name)
-                applied_now.append(migration.version)
-                log.info("migration_applied", version=migration.version, migration=migration.name)
-        finally:
-            store.migration_unlock(conn)
+                conn.execute(migration.path.read_bytes())
+                store.migration_record(conn, version=migration.version, name=migration.name)
+            applied_now.append(migration.version)
+            log.info("migration_applied", version=migration.version, migration=migration.name)
     return applied_now

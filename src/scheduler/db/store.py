@@ -407,6 +407,17 @@ def _slot_bounds(run_id: UUID) -> tuple[datetime, datetime] | None:
     return slot, slot + timedelta(milliseconds=1)
 
 
+_PRESENT_ID = column("id", UUID, "run_present_many")
+
+
+async def run_present_many(conn: AsyncConn, runs: Sequence[tuple[UUID, datetime]]) -> set[UUID]:
+    """The ids among ``runs`` (id, slot) that are recorded."""
+    found = await fetch_all(
+        conn, _PRESENT_ID, "run_present_many", {"ids": [i for i, _ in runs], "slots": [s for _, s in runs]}
+    )
+    return set(found)
+
+
 async def run_get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run | None:
     """Return the run, or None when it does not exist in this namespace."""
     bounds = _slot_bounds(run_id)
@@ -655,13 +666,13 @@ async def run_find_expired(conn: AsyncConn, *, limit: int, now: datetime | None 
 # --------------------------------------------------------------------------------- the service
 
 
-_OK = column("ok", int, "health_check")
+_WRITABLE = column("writable", bool, "health_check")
 
 
-async def health_check(conn: AsyncConn) -> None:
-    """Prove the database answers."""
-    if await fetch_one(conn, _OK, "health_check") is None:  # pragma: no cover - SELECT 1 returns its row
-        raise RuntimeError("the health check returned no row")
+async def health_check(conn: AsyncConn) -> bool:
+    """Whether the database answers as a writable primary (False: a standby, or read-only)."""
+    writable = await fetch_one(conn, _WRITABLE, "health_check")
+    return writable is True
 
 
 async def listen(conn: AsyncConn) -> None:
@@ -877,19 +888,13 @@ async def job_names(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID])
 # ------------------------------------------------------------------------------------ migrations
 # Blocking: `scheduler migrate` runs before any event loop, on a connection of its own.
 
-unread("pg_advisory_lock", queries=("migration_lock",))
-unread("pg_advisory_unlock", queries=("migration_unlock",))
+unread("pg_advisory_xact_lock", queries=("migration_lock",))
 _VERSION = column("version", int, "migration_applied_versions")
 
 
 def migration_lock(conn: SyncConn) -> None:
-    """Wait for the migration lock (the session's, until migration_unlock)."""
+    """Wait for the migration lock, held until the caller's transaction ends."""
     conn.execute(q("migration_lock"))
-
-
-def migration_unlock(conn: SyncConn) -> None:
-    """Release the migration lock."""
-    conn.execute(q("migration_unlock"))
 
 
 def migration_table_create(conn: SyncConn) -> None:

@@ -2,9 +2,10 @@
 
 1. **Claim** — one short transaction locks due jobs with ``FOR UPDATE SKIP LOCKED``, applies the
    misfire and overlap policies, moves each job to its next slot and records one run row per
-   (job, slot) with a lease and a fencing token; ``log`` actions finish inside this transaction and
-   their runs are recorded final. Pending runs (retries, manual triggers, queued runs) are started
-   the same way. Under load a helper loop claims beside the main one.
+   (job, slot) with a lease and a fencing token; ``log`` actions finish inside this transaction, their
+   runs recorded final and their events written once it has committed. Pending runs (retries,
+   manual triggers, queued runs) are started the same way. Under load a helper loop claims beside
+   the main one.
 2. **Execute** — HTTP actions run concurrently as tasks, holding no database connection, each
    attempt cut off at the job's ``timeout_s``.
 3. **Complete** — each outcome goes to the completer (`scheduler.runner.completer`), which writes
@@ -31,7 +32,7 @@ from structlog.typing import FilteringBoundLogger
 
 from scheduler.config import Settings
 from scheduler.db import store
-from scheduler.db.connections import AsyncConn, ConnectionSource
+from scheduler.db.connections import DB_ERRORS, AsyncConn, ConnectionSource
 from scheduler.domain import misfire, overlap
 from scheduler.domain.models import (
     Action,
@@ -48,7 +49,7 @@ from scheduler.metrics import RunnerMetrics
 from scheduler.runner.actions import Attempt, is_local, run_http_action, run_log_action
 from scheduler.runner.completer import Completer, Completion
 from scheduler.runner.outbound import OutboundClient
-from scheduler.runner.services.periodic import DB_ERRORS, keep_running
+from scheduler.runner.services.periodic import keep_running
 from scheduler.runner.signing import SigningSecrets
 
 # Claim loops beside the main one, active only while claims come back full (see _help_claim).
@@ -106,6 +107,18 @@ class ClaimCounts:
         return self.limit > 0 and self.jobs >= self.limit
 
 
+@dataclass(frozen=True, slots=True)
+class _LogEvent:
+    """A log run recorded by a claim: its event is written once the claim has committed."""
+
+    action: LogAction
+    job_id: UUID
+    namespace: str
+    job_name: str
+    run_id: UUID
+    scheduled_for: datetime
+
+
 @dataclass(slots=True)
 class _InFlight:
     work: Work
@@ -145,6 +158,8 @@ class Runner:
         # cost a transaction per call.
         self._refill = max(1, min(settings.claim_batch, settings.runner_concurrency // 10))
         self._next_pending_check = 0.0  # monotonic time to look for due pending runs
+        # Log runs whose claim's commit was cut: their events wait until the claim is known to stand.
+        self._unconfirmed: list[_LogEvent] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and execute until ``stop`` is set, then drain and hand back what is left."""
@@ -176,6 +191,7 @@ class Runner:
 
     async def _claim_step(self) -> float:
         """One round of the main claim loop; returns how long to wait before the next."""
+        await self.confirm_logged()
         fires = await self.claim_due_once()
         if fires.full:
             self._busy.set()
@@ -257,11 +273,12 @@ class Runner:
     async def claim_due_once(self, now: datetime | None = None) -> ClaimCounts:
         """Claim and record one batch of due fires, then start executing them.
 
-        ``now`` is the database's clock unless a test passes one. Log actions finish inline,
-        inside the claim transaction: they need no lease, because nothing can come between their
-        start and their end, and if the commit fails the slot stays due and is logged again (at
-        least once). They take no concurrency slot, but count against the batch like HTTP fires:
-        the claim cannot know a job's action before locking it.
+        ``now`` is the database's clock unless a test passes one. Log actions are recorded final
+        inside the claim transaction (they need no lease: nothing can come between their start and
+        their end) and their events written after it commits: if the commit fails the slot stays
+        due and fires again, so an event is written once per slot. A commit cut off mid-way is
+        settled by `confirm_logged`. They take no concurrency slot, but count against the batch
+        like HTTP fires: the claim cannot know a job's action before locking it.
         """
         limit = self._claim_limit()
         counts = ClaimCounts(limit=limit)
@@ -277,28 +294,38 @@ class Runner:
         return counts
 
     async def _claim_due(self, limit: int, counts: ClaimCounts, now: datetime | None) -> list[Work]:
-        # Pipelined: BEGIN travels with the claim, the two writes together, then COMMIT.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            due, claimed_at = await store.job_claim_due(conn, limit=limit, now=now)
-            if not due or claimed_at is None:
-                return []
-            counts.jobs = len(due)
-            runs, moves, owners = await self._plan(conn, due, claimed_at, counts)
-            inserted = await store.run_record_many(
-                conn, runs, moves, runner=self.name, lease_s=self.settings.lease_s, now=now
-            )
-            for row in inserted:
-                job, _ = owners[row.id]
-                if row.status is RunStatus.SUCCEEDED and isinstance(job.action, LogAction):
-                    run_log_action(
-                        job.action,
-                        job_id=job.id,
-                        run_id=row.id,
-                        scheduled_for=row.scheduled_for,
-                        namespace=job.namespace,
-                        job_name=job.name,
-                        runner=self.name,
-                    )
+        logged: list[_LogEvent] = []
+        try:
+            # Pipelined: BEGIN travels with the claim, the two writes together, then COMMIT.
+            async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+                due, claimed_at = await store.job_claim_due(conn, limit=limit, now=now)
+                if not due or claimed_at is None:
+                    return []
+                counts.jobs = len(due)
+                runs, moves, owners = await self._plan(conn, due, claimed_at, counts)
+                inserted = await store.run_record_many(
+                    conn, runs, moves, runner=self.name, lease_s=self.settings.lease_s, now=now
+                )
+                for row in inserted:
+                    job, _ = owners[row.id]
+                    if row.status is RunStatus.SUCCEEDED and isinstance(job.action, LogAction):
+                        logged.append(
+                            _LogEvent(
+                                action=job.action,
+                                job_id=job.id,
+                                namespace=job.namespace,
+                                job_name=job.name,
+                                run_id=row.id,
+                                scheduled_for=row.scheduled_for,
+                            )
+                        )
+        except DB_ERRORS:
+            # The commit may have been cut after the server made it durable: whether these runs
+            # exist is asked before their events are emitted (or dropped, the slot firing again).
+            self._unconfirmed.extend(logged)
+            raise
+        for event in logged:
+            self._emit(event)
         self._record_claim(counts, inserted)
         works: list[Work] = []
         for row in inserted:
@@ -327,6 +354,40 @@ class Runner:
                 )
             )
         return works
+
+    def _emit(self, event: _LogEvent) -> None:
+        """Write a log action's event: only ever for a run whose claim committed."""
+        run_log_action(
+            event.action,
+            job_id=event.job_id,
+            run_id=event.run_id,
+            scheduled_for=event.scheduled_for,
+            namespace=event.namespace,
+            job_name=event.job_name,
+            runner=self.name,
+        )
+
+    async def confirm_logged(self) -> int:
+        """Emit the events of log runs whose claim's commit was cut, if the claim did commit.
+
+        Their jobs are locked first: a commit the server was still making when our connection died
+        ends before the runs are looked for. Runs that are not there were rolled back: their slots
+        are due again and fire (and log) anew. Returns how many events were emitted.
+        """
+        if not self._unconfirmed:
+            return 0
+        events = self._unconfirmed
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.job_lock_many(conn, [event.job_id for event in events])
+            present = await store.run_present_many(
+                conn, [(event.run_id, event.scheduled_for) for event in events]
+            )
+        self._unconfirmed = []
+        for event in events:
+            if event.run_id in present:
+                self._emit(event)
+        self.log.info("log_runs_confirmed", committed=len(present), rolled_back=len(events) - len(present))
+        return len(present)
 
     async def _plan(
         self,

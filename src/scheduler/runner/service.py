@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from structlog.typing import FilteringBoundLogger
 
 from scheduler.config import ConfigError, Settings, load_settings
-from scheduler.db.connections import ConnectionSource, RunnerPool
+from scheduler.db.connections import ConnectionSource, Pool
 from scheduler.logs import configure_logging
 from scheduler.metrics import RunnerMetrics
 from scheduler.runner.completer import Completer
@@ -59,6 +59,8 @@ class RunnerParts:
     partitions: PartitionKeeper
     backlog: BacklogGauge
     log: FilteringBoundLogger
+    listens: bool = True
+    """Whether the listener runs; without it (transaction pooling, no direct URL) the runner polls."""
 
     @property
     def periodic(self) -> list[PeriodicService]:
@@ -71,12 +73,14 @@ def assemble(
     pool: ConnectionSource,
     client: OutboundClient,
     *,
-    database_url: str,
+    database_url: str | None,
     metrics: RunnerMetrics | None = None,
 ) -> RunnerParts:
     """Build a runner's parts on ``pool`` and ``client`` (nothing runs until `run_parts`).
 
-    The listener opens a connection of its own to ``database_url``, outside the pool.
+    The listener opens a connection of its own to ``database_url``, outside the pool. With no URL to
+    listen on, nothing tells the runner of cancels: its heartbeat, which also finds runs that are no
+    longer its own, then runs every poll interval, so a cancel still stops its call within about one.
     """
     metrics = metrics or RunnerMetrics()
     name = settings.runner_id()
@@ -84,18 +88,22 @@ def assemble(
     completer = Completer(pool, runner=name, lease_s=settings.lease_s, metrics=metrics, log=bound)
     signing = SigningSecrets(pool)
     runner = Runner(settings, pool, client, completer=completer, signing=signing, metrics=metrics)
+    heartbeat_every = None if database_url else min(settings.poll_interval_s, settings.lease_s / 3)
     return RunnerParts(
         runner=runner,
         completer=completer,
         listener=Listener(
-            database_url,
+            database_url or "",
             on_wake=runner.wake,
             on_cancel=runner.cancel,
             on_secrets=signing.forget,
             log=bound,
         ),
         heartbeat=Heartbeat(
-            HeartbeatConfig(lease_s=settings.lease_s), pool, leases=runner.leases, lose=runner.lose
+            HeartbeatConfig(lease_s=settings.lease_s, interval_s=heartbeat_every),
+            pool,
+            leases=runner.leases,
+            lose=runner.lose,
         ),
         rescuer=Rescuer(RescuerConfig(lease_s=settings.lease_s), pool, completer, metrics=metrics, log=bound),
         partitions=PartitionKeeper(
@@ -103,17 +111,28 @@ def assemble(
         ),
         backlog=BacklogGauge(BacklogConfig(), pool, metrics=metrics),
         log=bound,
+        listens=database_url is not None,
     )
 
 
 async def run_parts(parts: RunnerParts, stop: asyncio.Event) -> None:
     """Run the cycle until ``stop`` is set and it has drained; the services run until then too."""
     metrics = parts.runner.metrics
-    services = [
+    listening = [
         asyncio.create_task(
             keep_running(parts.listener.name, parts.listener.listen_once, log=parts.log, metrics=metrics),
             name="listen",
-        ),
+        )
+    ]
+    if not parts.listens:
+        listening = []
+        parts.log.info(
+            "runner_polling",
+            reason="no LISTEN connection",
+            poll_interval_s=parts.runner.settings.poll_interval_s,
+        )
+    services = [
+        *listening,
         asyncio.create_task(
             keep_running("complete", parts.completer.write_waiting, log=parts.log, metrics=metrics),
             name="complete",
@@ -137,14 +156,21 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     url = settings.database_url
     if url is None:
         raise ConfigError("SCHEDULER_DATABASE_URL: required by the runner")
-    pool = RunnerPool(url, application_name="scheduler-runner", max_size=POOL_SIZE)
+    pool = Pool(
+        url,
+        application_name="scheduler-runner",
+        max_size=POOL_SIZE,
+        pooler=settings.database_pooler,
+        max_lifetime_s=settings.db_max_lifetime_s,
+    )
     metrics = RunnerMetrics()
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
         log.info("metrics_listening", port=settings.metrics_port, host=settings.host)
     try:
         async with http_client(settings) as client:
-            await run_parts(assemble(settings, pool, client, database_url=url, metrics=metrics), stop)
+            parts = assemble(settings, pool, client, database_url=settings.listen_url(), metrics=metrics)
+            await run_parts(parts, stop)
     finally:
         await pool.close()
 

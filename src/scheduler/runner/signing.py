@@ -6,10 +6,9 @@ import asyncio
 import time
 
 from scheduler.db import store
-from scheduler.db.connections import ConnectionSource
+from scheduler.db.connections import DB_ERRORS, ConnectionSource
 from scheduler.domain.webhooks import new_secret
 from scheduler.ids import uuid7
-from scheduler.runner.services.periodic import DB_ERRORS
 
 # How long a runner keeps signing with the secrets it read. A rotation notifies the runners, which
 # drop their copy at once; this bounds how stale a runner that missed the notification (it was

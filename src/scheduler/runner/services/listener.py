@@ -16,6 +16,7 @@ import psycopg
 from structlog.typing import FilteringBoundLogger
 
 from scheduler.db import connections, store
+from scheduler.db.connections import DB_ERRORS
 
 WAKE_CHANNEL = "scheduler_wake"
 CANCEL_CHANNEL = "scheduler_cancel"
@@ -86,10 +87,18 @@ class Listener:
                 raise
             self._on_wake()  # notifications may have been missed while disconnected
             return 0.0
+        heard = False
         try:
             async for note in self._conn.notifies(timeout=QUIET_S):
+                heard = True
                 self.handle(note.channel, note.payload)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
+            if not heard:
+                # A quiet connection may be one whose server vanished without a word (a failover
+                # behind a proxy, a cut network) or turned read-only: ask, so it is replaced.
+                await self._conn.execute(b"")
+                if reason := connections.read_only_reason(self._conn):
+                    raise connections.ReadOnlyServer(reason)
+        except DB_ERRORS:
             await self.close()
             raise
         return 0.0

@@ -15,13 +15,11 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 import psycopg
-from psycopg_pool import PoolTimeout
 from structlog.typing import FilteringBoundLogger
 
+from scheduler.db.connections import DB_ERRORS
 from scheduler.metrics import RunnerMetrics
 
-# What a lost or unreachable database raises: the step is retried after a backoff.
-DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 # Two transactions that lock job rows in different orders: PostgreSQL ends one of them, which is
 # simply run again (every path locks job rows in id order, so this is rare).
 _CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
