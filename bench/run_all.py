@@ -35,9 +35,11 @@ PROGRAMS = [
     "peers",
     "scale",
     "memory",
+    "pgbouncer",
+    "failover",  # needs root and Debian's patroni, etcd-server and haproxy
 ]
 # Programs that take --quick (short windows and fewer levels).
-QUICK = {"http_fires", "http_peers", "recovery"}
+QUICK = {"http_fires", "http_peers", "recovery", "pgbouncer"}
 BEGIN, END = "<!-- bench-table -->", "<!-- /bench-table -->"
 
 

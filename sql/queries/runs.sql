@@ -332,3 +332,12 @@ SELECT r.id
 FROM runs r
 JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
   ON r.id = k.id AND r.scheduled_for = k.scheduled_for
+
+-- name: run_cancelled_many
+-- Which of these runs were cancelled: a heartbeat that could not renew them tells a cancel (stop the
+-- call quietly) from a lost lease (warn), when no LISTEN connection brought the cancel.
+SELECT r.id
+FROM runs r
+JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
+  ON r.id = k.id AND r.scheduled_for = k.scheduled_for
+WHERE r.status = 'cancelled'

@@ -38,6 +38,11 @@ DB_ERRORS: tuple[type[Exception], ...] = (
 # Seconds a connection is kept at most: after a failover or a pooler restart, connections drift back
 # to where the URL now leads instead of staying wherever they were opened.
 MAX_LIFETIME_S = 1800.0
+# Seconds one borrowed connection's work (a claim, a batch of completions, a request's statements)
+# may take. A primary that hangs without closing its connections (stuck storage, a frozen VM) answers
+# neither our statements nor TCP keepalives' failure; without a deadline a runner would wait on it
+# until it died. Past the deadline the connection is taken for lost and dropped.
+WORK_TIMEOUT_S = 10.0
 # Seconds libpq waits for each host: a host that vanished (no refusal) costs this before the next
 # host of a multi-host URL is tried.
 CONNECT_TIMEOUT_S = 3
@@ -50,6 +55,10 @@ _KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 15_000,
 }
+
+
+class ServerTimeout(psycopg.OperationalError):
+    """A block of database work outlived its deadline: the server hangs, or the network to it does."""
 
 
 class ReadOnlyServer(psycopg.OperationalError):
@@ -128,7 +137,9 @@ def prepare_threshold(pooler: Pooler) -> int | None:
 async def connect(url: str, *, application_name: str, pooler: Pooler = "none") -> AsyncConn:
     """Open one configured autocommit connection to a writable primary (listener, command-line tools)."""
     conn = await psycopg.AsyncConnection.connect(
-        conninfo_for(url, application_name), autocommit=True, prepare_threshold=prepare_threshold(pooler)
+        conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S),
+        autocommit=True,
+        prepare_threshold=prepare_threshold(pooler),
     )
     await _accept(conn)
     return conn
@@ -137,7 +148,9 @@ async def connect(url: str, *, application_name: str, pooler: Pooler = "none") -
 def connect_sync(url: str, *, application_name: str, pooler: Pooler = "none") -> SyncConn:
     """Open one configured blocking connection to a writable primary (migrations, command-line tools)."""
     conn = psycopg.connect(
-        conninfo_for(url, application_name), autocommit=True, prepare_threshold=prepare_threshold(pooler)
+        conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S),
+        autocommit=True,
+        prepare_threshold=prepare_threshold(pooler),
     )
     if reason := read_only_reason(conn):
         conn.close()
@@ -203,6 +216,7 @@ class Pool:
         check: Check = "ping",
         pooler: Pooler = "none",
         max_lifetime_s: float = MAX_LIFETIME_S,
+        work_timeout_s: float = WORK_TIMEOUT_S,
     ) -> None:
         """Prepare (no connection yet) a pool of at most ``max_size`` autocommit connections.
 
@@ -215,6 +229,7 @@ class Pool:
         self._timeout = timeout
         self._check = check
         self._max_lifetime_s = max_lifetime_s
+        self._work_timeout_s = work_timeout_s
         self._idle: deque[AsyncConn] = deque()
         self._born: dict[int, float] = {}
         self._slots = asyncio.Semaphore(max_size)
@@ -246,7 +261,16 @@ class Pool:
             conn = await self._take()
             self._lent += 1
             try:
-                yield conn
+                deadline = asyncio.timeout(self._work_timeout_s)
+                try:
+                    async with deadline:
+                        yield conn
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise  # the caller's own timeout, not ours
+                    raise ServerTimeout(
+                        f"the database did not answer within {self._work_timeout_s:g} s"
+                    ) from None
             except DB_ERRORS:
                 await self._discard(conn)  # whatever met it may still be wrong with this connection
                 raise

@@ -418,6 +418,20 @@ async def run_present_many(conn: AsyncConn, runs: Sequence[tuple[UUID, datetime]
     return set(found)
 
 
+_CANCELLED_ID = column("id", UUID, "run_cancelled_many")
+
+
+async def run_cancelled_many(conn: AsyncConn, runs: Sequence[tuple[UUID, datetime]]) -> set[UUID]:
+    """The ids among ``runs`` (id, slot) that were cancelled."""
+    found = await fetch_all(
+        conn,
+        _CANCELLED_ID,
+        "run_cancelled_many",
+        {"ids": [i for i, _ in runs], "slots": [s for _, s in runs]},
+    )
+    return set(found)
+
+
 async def run_get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run | None:
     """Return the run, or None when it does not exist in this namespace."""
     bounds = _slot_bounds(run_id)

@@ -104,6 +104,7 @@ def assemble(
             pool,
             leases=runner.leases,
             lose=runner.lose,
+            cancel=runner.cancel,
         ),
         rescuer=Rescuer(RescuerConfig(lease_s=settings.lease_s), pool, completer, metrics=metrics, log=bound),
         partitions=PartitionKeeper(

@@ -74,15 +74,19 @@ class Heartbeat:
         *,
         leases: Callable[[], Sequence[store.Lease]],
         lose: Callable[[UUID], bool],
+        cancel: Callable[[UUID], bool] | None = None,
     ) -> None:
         """Renew what ``leases`` returns; ``lose`` stops (and logs) the call of a run whose lease is gone.
 
-        ``lose`` returns False when the call had ended meanwhile (nothing to stop).
+        ``cancel`` stops the call of a run found cancelled (a runner without LISTEN learns of cancels
+        here); without it, such a call is stopped by ``lose`` too. Both return False when the call
+        had ended meanwhile (nothing to stop).
         """
         self.config = config
         self._pool = pool
         self._leases = leases
         self._lose = lose
+        self._cancel = cancel
 
     @property
     def interval_s(self) -> float:
@@ -95,9 +99,20 @@ class Heartbeat:
         if not leases:
             return HeartbeatCounts(renewed=0, lost=0)
         kept: set[UUID] = set()
+        cancelled: set[UUID] = set()
         async with self._pool.connection() as conn:
             for start in range(0, len(leases), self.config.batch):
                 part = leases[start : start + self.config.batch]
                 kept |= await store.run_heartbeat_many(conn, part, lease_s=self.config.lease_s, now=now)
-        lost = sum(1 for lease in leases if lease.run_id not in kept and self._lose(lease.run_id))
+            gone = [(lease.run_id, lease.scheduled_for) for lease in leases if lease.run_id not in kept]
+            if gone and self._cancel is not None:
+                cancelled = await store.run_cancelled_many(conn, gone)
+        lost = 0
+        for lease in leases:
+            if lease.run_id in kept:
+                continue
+            if lease.run_id in cancelled and self._cancel is not None:
+                self._cancel(lease.run_id)
+            elif self._lose(lease.run_id):
+                lost += 1
         return HeartbeatCounts(renewed=len(kept), lost=lost)

@@ -8,6 +8,7 @@ is woken too, since notifications sent while it was away are lost.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from enum import StrEnum
 from uuid import UUID
@@ -95,7 +96,13 @@ class Listener:
             if not heard:
                 # A quiet connection may be one whose server vanished without a word (a failover
                 # behind a proxy, a cut network) or turned read-only: ask, so it is replaced.
-                await self._conn.execute(b"")
+                try:
+                    async with asyncio.timeout(connections.WORK_TIMEOUT_S):
+                        await self._conn.execute(b"")
+                except TimeoutError:
+                    raise connections.ServerTimeout(
+                        "the listening connection's server did not answer"
+                    ) from None
                 if reason := connections.read_only_reason(self._conn):
                     raise connections.ReadOnlyServer(reason)
         except DB_ERRORS:
