@@ -53,14 +53,13 @@ class RunnerParts:
 
     runner: Runner
     completer: Completer
-    listener: Listener
+    listener: Listener | None
+    """None when there is no URL to LISTEN on (transaction pooling, no direct URL): the runner polls."""
     heartbeat: Heartbeat
     rescuer: Rescuer
     partitions: PartitionKeeper
     backlog: BacklogGauge
     log: FilteringBoundLogger
-    listens: bool = True
-    """Whether the listener runs; without it (transaction pooling, no direct URL) the runner polls."""
 
     @property
     def periodic(self) -> list[PeriodicService]:
@@ -92,8 +91,10 @@ def assemble(
     return RunnerParts(
         runner=runner,
         completer=completer,
-        listener=Listener(
-            database_url or "",
+        listener=None
+        if database_url is None
+        else Listener(
+            database_url,
             on_wake=runner.wake,
             on_cancel=runner.cancel,
             on_secrets=signing.forget,
@@ -112,25 +113,25 @@ def assemble(
         ),
         backlog=BacklogGauge(BacklogConfig(), pool, metrics=metrics),
         log=bound,
-        listens=database_url is not None,
     )
 
 
 async def run_parts(parts: RunnerParts, stop: asyncio.Event) -> None:
     """Run the cycle until ``stop`` is set and it has drained; the services run until then too."""
     metrics = parts.runner.metrics
-    listening = [
-        asyncio.create_task(
-            keep_running(parts.listener.name, parts.listener.listen_once, log=parts.log, metrics=metrics),
-            name="listen",
-        )
-    ]
-    if not parts.listens:
-        listening = []
+    listening: list[asyncio.Task[None]] = []
+    if parts.listener is None:
         parts.log.info(
             "runner_polling",
             reason="no LISTEN connection",
             poll_interval_s=parts.runner.settings.poll_interval_s,
+        )
+    else:
+        listening.append(
+            asyncio.create_task(
+                keep_running(parts.listener.name, parts.listener.listen_once, log=parts.log, metrics=metrics),
+                name="listen",
+            )
         )
     services = [
         *listening,
@@ -149,7 +150,8 @@ async def run_parts(parts: RunnerParts, stop: asyncio.Event) -> None:
         for task in services:
             task.cancel()
         await asyncio.gather(*services, return_exceptions=True)
-        await parts.listener.close()
+        if parts.listener is not None:
+            await parts.listener.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
