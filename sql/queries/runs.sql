@@ -325,19 +325,12 @@ WHERE j.namespace = %(namespace)s
 ORDER BY r.id DESC
 LIMIT %(limit)s
 
--- name: run_present_many
--- Which of these runs exist: after a claim's commit was cut, the runner asks before it emits their
--- log events (the caller first locks their jobs, so a commit still in flight has ended).
-SELECT r.id
+-- name: run_status_many
+-- The status of each of these runs that exists: after a claim's commit was cut, the runner asks
+-- whether its log runs stand before it emits their events (having locked their jobs, so a commit
+-- still in flight has ended); a heartbeat that could not renew runs tells a cancel (stop the call
+-- quietly) from a lost lease (warn), when no LISTEN connection brought the cancel.
+SELECT r.id, r.status
 FROM runs r
 JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
   ON r.id = k.id AND r.scheduled_for = k.scheduled_for
-
--- name: run_cancelled_many
--- Which of these runs were cancelled: a heartbeat that could not renew them tells a cancel (stop the
--- call quietly) from a lost lease (warn), when no LISTEN connection brought the cancel.
-SELECT r.id
-FROM runs r
-JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
-  ON r.id = k.id AND r.scheduled_for = k.scheduled_for
-WHERE r.status = 'cancelled'

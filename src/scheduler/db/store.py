@@ -407,29 +407,20 @@ def _slot_bounds(run_id: UUID) -> tuple[datetime, datetime] | None:
     return slot, slot + timedelta(milliseconds=1)
 
 
-_PRESENT_ID = column("id", UUID, "run_present_many")
+class RunState(msgspec.Struct, frozen=True):
+    """A run's id and status."""
+
+    id: UUID
+    status: RunStatus
 
 
-async def run_present_many(conn: AsyncConn, runs: Sequence[tuple[UUID, datetime]]) -> set[UUID]:
-    """The ids among ``runs`` (id, slot) that are recorded."""
-    found = await fetch_all(
-        conn, _PRESENT_ID, "run_present_many", {"ids": [i for i, _ in runs], "slots": [s for _, s in runs]}
-    )
-    return set(found)
+_RUN_STATE = struct(RunState, "run_status_many")
 
 
-_CANCELLED_ID = column("id", UUID, "run_cancelled_many")
-
-
-async def run_cancelled_many(conn: AsyncConn, runs: Sequence[tuple[UUID, datetime]]) -> set[UUID]:
-    """The ids among ``runs`` (id, slot) that were cancelled."""
-    found = await fetch_all(
-        conn,
-        _CANCELLED_ID,
-        "run_cancelled_many",
-        {"ids": [i for i, _ in runs], "slots": [s for _, s in runs]},
-    )
-    return set(found)
+async def run_status_many(conn: AsyncConn, runs: Sequence[tuple[UUID, datetime]]) -> dict[UUID, RunStatus]:
+    """The status of each of ``runs`` (id, slot) that is recorded; runs not recorded are left out."""
+    keys = {"ids": [i for i, _ in runs], "slots": [s for _, s in runs]}
+    return {row.id: row.status for row in await fetch_all(conn, _RUN_STATE, "run_status_many", keys)}
 
 
 async def run_get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run | None:

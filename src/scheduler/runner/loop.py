@@ -379,7 +379,7 @@ class Runner:
         events = self._unconfirmed
         async with self.pool.connection() as conn, conn.transaction():
             await store.job_lock_many(conn, [event.job_id for event in events])
-            present = await store.run_present_many(
+            present = await store.run_status_many(
                 conn, [(event.run_id, event.scheduled_for) for event in events]
             )
         self._unconfirmed = []

@@ -16,6 +16,7 @@ import msgspec
 
 from scheduler.db import store
 from scheduler.db.connections import ConnectionSource
+from scheduler.domain.models import RunStatus
 
 # Leases renewed per statement: 10,000 calls in flight make a few statements, not one huge one.
 BATCH = 2000
@@ -106,7 +107,8 @@ class Heartbeat:
                 kept |= await store.run_heartbeat_many(conn, part, lease_s=self.config.lease_s, now=now)
             gone = [(lease.run_id, lease.scheduled_for) for lease in leases if lease.run_id not in kept]
             if gone and self._cancel is not None:
-                cancelled = await store.run_cancelled_many(conn, gone)
+                states = await store.run_status_many(conn, gone)
+                cancelled = {run_id for run_id, status in states.items() if status is RunStatus.CANCELLED}
         lost = 0
         for lease in leases:
             if lease.run_id in kept:
