@@ -307,11 +307,7 @@ def on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> 
     connection died.
     """
     waited_for_pool = isinstance(exc, PoolTimeout)
-    said = str(exc)
-    # libpq's own refusals of a standby under target_session_attrs=read-write say it in words.
-    read_only = isinstance(exc, ReadOnlySqlTransaction | ReadOnlyServer) or any(
-        words in said for words in ("read-only", "hot standby", "in recovery")
-    )
+    read_only = isinstance(exc, ReadOnlySqlTransaction | ReadOnlyServer)
     if not waited_for_pool:
         request.scope[CONNECTION_LOST_KEY] = True  # type: ignore[literal-required]
     log.warning(
@@ -325,7 +321,7 @@ def on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> 
         detail = "no database connection became free in time"
     elif read_only:
         detail = "the database server is read-only (a standby or a demoted primary); waiting for a primary"
-    elif said.startswith("connection failed"):
+    elif str(exc).startswith("connection failed"):
         detail = "the database does not accept connections"
     else:
         detail = "the database connection was lost while answering"

@@ -9,7 +9,7 @@ from litestar import Request, Response, get, post
 from litestar.params import JSONBody
 from litestar.response import Redirect
 
-from scheduler.api.problems import invalid, problem_response, problem_responses
+from scheduler.api.problems import DATABASE_RETRY_AFTER_S, invalid, problem_response, problem_responses
 from scheduler.api.schemas import Health, NextRuns, PreviewIn, check_instant
 from scheduler.api.state import conn_for
 from scheduler.db import store
@@ -24,6 +24,9 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+_RETRY = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+
+
 @get("/readyz", tags=["system"], response_model=Health, responses=problem_responses(503))
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     """Readiness: the database answers as a writable primary (never a standby or a read-only server)."""
@@ -32,11 +35,15 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
             writable = await store.health_check(conn)
     except Exception as exc:
         return problem_response(
-            503, f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "1"}
+            503,
+            f"database unavailable: {type(exc).__name__}",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
         )
     if not writable:
         return problem_response(
-            503, "database unavailable: the server is read-only", headers={"Retry-After": "1"}
+            503,
+            "database unavailable: the server is read-only",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
         )
     return Response(Health(status="ready"))
 

@@ -134,37 +134,52 @@ def prepare_threshold(pooler: Pooler) -> int | None:
     return None if pooler == "transaction" else 5
 
 
+# How libpq words its refusal of a server under target_session_attrs=read-write.
+_READ_ONLY_REFUSALS = ("read-only", "hot standby", "in recovery")
+
+
+def _refusal(exc: psycopg.OperationalError) -> psycopg.OperationalError:
+    """A failed connect as the service tells it: ReadOnlyServer when only read-only servers answered."""
+    said = str(exc)
+    if any(words in said for words in _READ_ONLY_REFUSALS):
+        return ReadOnlyServer(said)
+    return exc
+
+
+async def _open(conninfo: str, threshold: int | None) -> AsyncConn:
+    """Open an autocommit connection to a writable primary, configured, or raise why not."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=threshold)
+    except psycopg.OperationalError as exc:
+        raise _refusal(exc) from None
+    if reason := read_only_reason(conn):
+        await conn.close()
+        raise ReadOnlyServer(reason)
+    _prepare(conn)
+    return conn
+
+
 async def connect(url: str, *, application_name: str, pooler: Pooler = "none") -> AsyncConn:
     """Open one configured autocommit connection to a writable primary (listener, command-line tools)."""
-    conn = await psycopg.AsyncConnection.connect(
-        conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S),
-        autocommit=True,
-        prepare_threshold=prepare_threshold(pooler),
-    )
-    await _accept(conn)
-    return conn
+    conninfo = conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S)
+    return await _open(conninfo, prepare_threshold(pooler))
 
 
 def connect_sync(url: str, *, application_name: str, pooler: Pooler = "none") -> SyncConn:
     """Open one configured blocking connection to a writable primary (migrations, command-line tools)."""
-    conn = psycopg.connect(
-        conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S),
-        autocommit=True,
-        prepare_threshold=prepare_threshold(pooler),
-    )
+    try:
+        conn = psycopg.connect(
+            conninfo_for(url, application_name, connect_timeout=CONNECT_TIMEOUT_S),
+            autocommit=True,
+            prepare_threshold=prepare_threshold(pooler),
+        )
+    except psycopg.OperationalError as exc:
+        raise _refusal(exc) from None
     if reason := read_only_reason(conn):
         conn.close()
         raise ReadOnlyServer(reason)
     _prepare(conn)
     return conn
-
-
-async def _accept(conn: AsyncConn) -> None:
-    """Configure a new connection, or close it and raise ReadOnlyServer when its server is read-only."""
-    if reason := read_only_reason(conn):
-        await conn.close()
-        raise ReadOnlyServer(reason)
-    _prepare(conn)
 
 
 def hung_up(conn: AsyncConn) -> bool:
@@ -288,10 +303,7 @@ class Pool:
             if await self._usable(conn):
                 return conn
             await self._discard(conn)
-        conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, prepare_threshold=self._prepare_threshold
-        )
-        await _accept(conn)
+        conn = await _open(self._conninfo, self._prepare_threshold)
         self._born[id(conn)] = time.monotonic()
         return conn
 
