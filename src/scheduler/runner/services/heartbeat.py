@@ -113,8 +113,7 @@ class Heartbeat:
         for lease in leases:
             if lease.run_id in kept:
                 continue
-            if lease.run_id in cancelled and self._cancel is not None:
-                self._cancel(lease.run_id)
-            elif self._lose(lease.run_id):
-                lost += 1
+            # Either way the call is stopped; a cancel is only told apart so it is not warned of.
+            stop = self._cancel if self._cancel is not None and lease.run_id in cancelled else self._lose
+            lost += stop(lease.run_id)
         return HeartbeatCounts(renewed=len(kept), lost=lost)
