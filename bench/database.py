@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from tests import seed
 
 from bench.processes import scheduler_env
 from scheduler.db.migrate import migrate
@@ -30,17 +31,6 @@ SCHEDULE_MIX = [
     ("*/3 * * * * *", "Australia/Sydney"),
     ("* * * * * *", "America/Sao_Paulo"),
 ]
-
-SEED_JOBS = """
-INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, timeout_s,
-                  retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
-                  misfire_grace_s, misfire_window_s, overlap, next_run_at, labels)
-SELECT gen_random_uuid(), %(namespace)s, %(prefix)s || i,
-       (%(schedules)s::text[])[1 + i %% %(kinds)s], (%(zones)s::text[])[1 + i %% %(kinds)s],
-       %(anchor)s, %(action)s::jsonb, 30, 1, 1, 1, 'once', %(grace_s)s, 3600, %(overlap)s,
-       %(first)s, '{}'::jsonb
-FROM generate_series(1, %(count)s) AS i
-"""
 
 
 def server_url() -> str:
@@ -83,25 +73,30 @@ def seed_jobs(
 ) -> None:
     """Insert ``count`` jobs due at ``first`` in batches of 100,000, then VACUUM ANALYZE."""
     mix = schedules or SCHEDULE_MIX
+    # Row i takes the schedule and the zone of the mix at i modulo its length.
+    kinds = len(mix)
+    schedule = seed.Expr(
+        "(%(schedules)s::text[])[1 + i %% %(kinds)s]", {"schedules": [s for s, _ in mix], "kinds": kinds}
+    )
+    zone = seed.Expr(
+        "(%(zones)s::text[])[1 + i %% %(kinds)s]", {"zones": [z for _, z in mix], "kinds": kinds}
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         done = 0
         while done < count:
             batch = min(100_000, count - done)
-            conn.execute(
-                SEED_JOBS.encode(),
-                {
-                    "namespace": namespace,
-                    "prefix": f"{prefix}{done}-",
-                    "schedules": [s for s, _ in mix],
-                    "zones": [z for _, z in mix],
-                    "kinds": len(mix),
-                    "anchor": first.replace(microsecond=0),
-                    "action": action,
-                    "grace_s": grace_s,
-                    "overlap": overlap,
-                    "first": first,
-                    "count": batch,
-                },
+            seed.seed_jobs(
+                conn,
+                batch,
+                prefix=f"{prefix}{done}-",
+                namespace=namespace,
+                schedule=schedule,
+                timezone=zone,
+                anchor_at=first.replace(microsecond=0),
+                action=action,
+                misfire_grace_s=grace_s,
+                overlap=overlap,
+                next_run_at=first,
             )
             done += batch
         conn.execute(b"VACUUM ANALYZE jobs")

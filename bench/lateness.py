@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from tests import seed
 
 from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, runners
@@ -24,15 +25,9 @@ from bench.summary import figure
 DB = "scheduler_bench_lateness"
 TARGETS_MS = {100: 20.0, 5000: 100.0}
 
-SEED_SPREAD = """
-INSERT INTO jobs (id, namespace, name, schedule, timezone, anchor_at, action, timeout_s,
-                  retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
-                  misfire_grace_s, misfire_window_s, overlap, next_run_at)
-SELECT gen_random_uuid(), 'default', 'steady-' || i, '@every 1s', 'UTC', a.anchor,
-       '{"type": "log", "payload": {}}', 30, 1, 1, 1, 'once', 3600, 3600, 'allow', a.anchor
-FROM generate_series(0, %(count)s - 1) AS i,
-     LATERAL (SELECT %(base)s::timestamptz + make_interval(secs => i::float8 / %(count)s) AS anchor) AS a
-"""
+# The n-th job (n = i - 1, from 0) is anchored n/count of a second after the base: each job fires
+# once a second, and their fires are spread evenly across it.
+SPREAD = "%(base)s::timestamptz + make_interval(secs => (i - 1)::float8 / %(count)s)"
 
 LATENESS = """
 SELECT count(*),
@@ -49,7 +44,18 @@ def measure(rate: int, count: int, window_s: float, warmup_s: float) -> dict[str
     url = fresh_database(DB)
     base = now() + timedelta(seconds=3)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SEED_SPREAD.encode(), {"count": rate, "base": base})
+        anchor = seed.Expr(SPREAD, {"base": base})
+        seed.seed_jobs(
+            conn,
+            rate,
+            prefix="steady-",
+            schedule="@every 1s",
+            anchor_at=anchor,
+            next_run_at=anchor,
+            action={"type": "log", "payload": {}},
+            misfire_grace_s=3600,
+            overlap="allow",
+        )
         conn.execute(b"VACUUM ANALYZE jobs")
     with runners(url, count):
         time.sleep(max(0.0, (base - now()).total_seconds()) + warmup_s)

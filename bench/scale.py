@@ -32,8 +32,8 @@ from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, now, seed_jobs
 from bench.processes import api_server
 from bench.summary import figure, print_targets
-from scheduler.api.jobs import encode_cursor
 from scheduler.db.queries import q
+from scheduler.operations.pages import encode_cursor
 
 DB = "scheduler_bench_scale"
 PAGE = 50

@@ -23,9 +23,9 @@ from litestar.testing import AsyncTestClient
 from bench.common import print_table, write_json
 from bench.database import drop_database, fresh_database, seed_jobs
 from scheduler.api.app import create_app
-from scheduler.api.jobs import encode_cursor
 from scheduler.config import load_settings
 from scheduler.db.queries import q
+from scheduler.operations.pages import encode_cursor
 
 DB = "bench_ui"
 TARGET_MS = 200.0

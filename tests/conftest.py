@@ -35,11 +35,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from scheduler.api.app import create_app
-from scheduler.api.auth import key_hash, new_key
 from scheduler.config import Settings, load_settings
 from scheduler.db import connections, store
 from scheduler.db.connections import Pool
 from scheduler.db.migrate import migrate
+from scheduler.domain.keys import key_hash, new_key
 from scheduler.domain.models import RunStatus, RunTrigger
 from scheduler.ids import uuid7
 from scheduler.runner.service import RunnerParts, assemble, http_client

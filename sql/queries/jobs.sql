@@ -1,3 +1,7 @@
+-- Jobs: the schedules. Requests create, read and change them; runners claim the due ones.
+
+-- ======================================================================================= requests
+
 -- name: job_insert
 -- One statement creates the job and, when it is due within a minute, wakes the runners at commit;
 -- a name already taken in the namespace returns no row (the API answers 409).
@@ -30,6 +34,28 @@ SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s
 -- every writer takes the job row before any of its run rows, so they cannot deadlock.
 SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
 
+-- name: job_get_by_name
+-- Lookup on jobs_namespace_name_key: a job as the deploy that declared it names it.
+SELECT * FROM jobs WHERE namespace = %(namespace)s AND name = %(name)s
+
+-- name: job_lock_by_name
+-- Locks the job of this name for a write by name (PUT /jobs/by-name/{name}); none when no job has it.
+SELECT * FROM jobs WHERE namespace = %(namespace)s AND name = %(name)s FOR UPDATE
+
+-- name: job_apply_lock
+-- Applies in one namespace take turns: each holds this lock to its commit, so two deploys never
+-- interleave (nor race to create the same new job), and a set is applied whole or not at all.
+SELECT pg_advisory_xact_lock(hashtextextended('scheduler.apply:' || %(namespace)s, 0))
+
+-- name: job_lock_for_apply
+-- Locks every job an apply may change: those it names and, for prune, those its selector matches.
+-- In name order, so two applies over overlapping sets take their locks in one order.
+SELECT * FROM jobs
+WHERE namespace = %(namespace)s
+  AND (name = ANY(%(names)s::text[]) OR (%(prune)s AND labels @> %(selector)s::jsonb))
+ORDER BY name
+FOR UPDATE
+
 -- name: job_list
 -- Keyset pagination on jobs_namespace_name_key: the cursor is the last name seen, so a deep page
 -- costs what the first does, and a name prefix is a range of the same index (the bounds are passed
@@ -43,6 +69,23 @@ WHERE namespace = %(namespace)s
   AND (%(paused)s::boolean IS NULL OR paused = %(paused)s::boolean)
 ORDER BY name
 LIMIT %(limit)s
+
+-- name: job_list_failing
+-- The console's "failing" filter: jobs whose last run did not succeed, in name order on the same
+-- keyset as job_list (a failing job is rare, so the name index is walked with the filter).
+SELECT * FROM jobs
+WHERE namespace = %(namespace)s
+  AND name > %(after_name)s
+  AND name >= %(prefix_low)s AND name < %(prefix_high)s
+  AND labels @> %(labels)s::jsonb
+  AND (%(paused)s::boolean IS NULL OR paused = %(paused)s::boolean)
+  AND last_run_status IS NOT NULL AND last_run_status <> 'succeeded'
+ORDER BY name
+LIMIT %(limit)s
+
+-- name: job_names
+-- The names of the jobs a page of runs belongs to (primary key lookups, one namespace).
+SELECT id, name FROM jobs WHERE id = ANY(%(ids)b::uuid[]) AND namespace = %(namespace)s
 
 -- name: job_update
 -- Writes every user-settable column of a locked job and bumps its version (the ETag); wakes the
@@ -78,10 +121,16 @@ WITH updated AS (
 )
 SELECT updated.* FROM updated LEFT JOIN wake ON true
 
+-- name: job_pause_note_set
+-- The console's note on a paused job (NULL clears it); the caller holds the job's lock.
+UPDATE jobs SET pause_note = %(note)s WHERE id = %(id)s AND namespace = %(namespace)s
+
 -- name: job_delete
 -- Removes the job row; its unfinished runs are cancelled by run_cancel_active_for_job first, in
 -- the same transaction. Finished history stays until its partition ages out.
 DELETE FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s RETURNING id
+
+-- ===================================================================================== the runner
 
 -- name: job_claim_due
 -- The heart of the runner: lock up to `limit` due jobs in slot order, skipping rows another runner

@@ -1,3 +1,5 @@
+-- The ledger of applied migrations; `scheduler migrate` runs these before any other statement.
+
 -- name: migration_lock
 -- Held to the end of the caller's transaction, not the session's: a transaction pooler (PgBouncer)
 -- keeps one server connection for a whole transaction, never for a session. A second `scheduler

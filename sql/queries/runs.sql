@@ -1,12 +1,25 @@
+-- Runs: their history, partitioned by slot day. Read top to bottom: a run is recorded, started and
+-- leased, ended, and read.
+--
+-- "Unfinished" (pending or running) is spelled once, by the function run_status_unfinished(status)
+-- (migration 0006). It is an inlinable IMMUTABLE SQL function, so the planner sees its body, and
+-- the partial index runs_active_job_idx (predicate "status IN ('pending', 'running')") still serves
+-- the queries written with it: tests/integration/test_query_plans.py checks that it does. Every statement that
+-- moves runs into or out of those statuses changes its jobs' active_runs by the rows it moved, in
+-- the same statement, and never clamps it: a count that would go below zero fails the CHECK on
+-- jobs.active_runs instead of hiding the drift (tests/integration/test_active_runs.py).
+
+-- ================================================================================= recording runs
+
 -- name: run_record_many
 -- Records runs and moves their jobs on, in one statement for a whole batch (binary arrays unnested in
 -- step: per-row parameters would cost a round trip each). Runs that start now get the lease and a
 -- fresh fencing token; runs of actions finished inline (log) arrive final and become last_run. The
 -- unique constraint on (job, slot, attempt), not luck, keeps two runners from recording one slot
 -- twice: a conflicting row is dropped and not returned, so it is not executed. Each job's count of
--- unfinished runs grows by the pending and running rows actually inserted; `moves` says whether the
--- job's next_run_at is set (a claim) or kept (a retry). The times are the database's now, or the
--- claim's `now` when a test passes one.
+-- unfinished runs grows by the pending and running rows actually inserted, whether or not the job is
+-- in `moves`, which says whether its next_run_at is set (a claim) or kept (a retry). The times are
+-- the database's now, or the claim's `now` when a test passes one.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), inserted AS (
@@ -21,8 +34,8 @@ WITH clock AS (
         CASE WHEN u.status = 'running' THEN clock.now + make_interval(secs => %(lease_s)s) END,
         clock.now + make_interval(secs => u.available_in_s),
         CASE WHEN u.status <> 'pending' THEN clock.now END,
-        CASE WHEN u.status NOT IN ('pending', 'running') THEN clock.now END,
-        CASE WHEN u.status NOT IN ('pending', 'running') THEN 0 END,
+        CASE WHEN NOT run_status_unfinished(u.status) THEN clock.now END,
+        CASE WHEN NOT run_status_unfinished(u.status) THEN 0 END,
         u.error
     FROM clock, unnest(
         %(ids)b::uuid[], %(job_ids)b::uuid[], %(scheduled_fors)b::timestamptz[],
@@ -34,7 +47,7 @@ WITH clock AS (
 ), per_job AS (
     SELECT
         job_id,
-        count(*) FILTER (WHERE status IN ('pending', 'running')) AS active,
+        count(*) FILTER (WHERE run_status_unfinished(status)) AS active,
         (array_agg(id ORDER BY scheduled_for DESC) FILTER (WHERE status = 'succeeded'))[1] AS last_id,
         max(scheduled_for) FILTER (WHERE status = 'succeeded') AS last_slot
     FROM inserted
@@ -45,110 +58,17 @@ WITH clock AS (
         active_runs = j.active_runs + coalesce(p.active, 0),
         last_run_id = coalesce(p.last_id, j.last_run_id),
         last_run_status = CASE WHEN p.last_id IS NULL THEN j.last_run_status ELSE 'succeeded' END,
+        consecutive_failures = CASE WHEN p.last_id IS NULL THEN j.consecutive_failures ELSE 0 END,
         last_run_scheduled_for = coalesce(p.last_slot, j.last_run_scheduled_for),
         last_run_finished_at = CASE WHEN p.last_id IS NULL THEN j.last_run_finished_at ELSE clock.now END
     FROM clock, unnest(
         %(move_job_ids)b::uuid[], %(moves)b::boolean[], %(next_run_ats)b::timestamptz[]
     ) AS m(job_id, moves, next_run_at)
-    LEFT JOIN per_job p ON p.job_id = m.job_id
-    WHERE j.id = m.job_id
+    -- A job with runs inserted but no move (a caller's slip) still has them counted.
+    FULL JOIN per_job p ON p.job_id = m.job_id
+    WHERE j.id = coalesce(m.job_id, p.job_id)
 )
 SELECT id, scheduled_for, status, lease_token, started_at FROM inserted
-
--- name: run_complete_many
--- Ends a batch of runs with their outcomes. Fenced: a row changes only while it is still running
--- under the caller's lease token, so a runner that lost its lease cannot overwrite what another
--- wrote. A NULL token is the rescuer's: it ends the row only if its lease has expired. The jobs of
--- accepted rows get their last_run and their count of unfinished runs in the same statement; their
--- rows were locked first by job_lock_many. The rescuer may pass the `now` its sweep used.
-WITH clock AS (
-    SELECT coalesce(%(now)s::timestamptz, now()) AS now
-), outcome AS (
-    SELECT * FROM unnest(
-        %(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[],
-        %(statuses)b::run_status[], %(durations_ms)b::integer[], %(http_statuses)b::integer[],
-        %(outputs)b::text[], %(errors)b::text[]
-    ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error)
-), done AS (
-    UPDATE runs r SET
-        status = o.status,
-        finished_at = clock.now,
-        duration_ms = o.duration_ms,
-        http_status = o.http_status,
-        output = o.output,
-        error = o.error,
-        lease_expires_at = NULL
-    FROM outcome o, clock
-    WHERE r.id = o.id
-      AND r.scheduled_for = o.scheduled_for
-      AND r.status = 'running'
-      AND (r.lease_token = o.lease_token OR (o.lease_token IS NULL AND r.lease_expires_at < clock.now))
-    RETURNING r.id, r.job_id, r.status, r.scheduled_for, r.finished_at
-), per_job AS (
-    SELECT DISTINCT ON (job_id)
-        job_id, id, status, scheduled_for, finished_at, count(*) OVER (PARTITION BY job_id) AS ended
-    FROM done
-    ORDER BY job_id, scheduled_for DESC
-), jobs_done AS (
-    UPDATE jobs j SET
-        active_runs = greatest(j.active_runs - p.ended, 0),
-        last_run_id = CASE WHEN p.newer THEN p.id ELSE j.last_run_id END,
-        last_run_status = CASE WHEN p.newer THEN p.status ELSE j.last_run_status END,
-        last_run_scheduled_for = CASE WHEN p.newer THEN p.scheduled_for ELSE j.last_run_scheduled_for END,
-        last_run_finished_at = CASE WHEN p.newer THEN p.finished_at ELSE j.last_run_finished_at END
-    FROM (
-        -- An older slot finishing late (overlap "allow") does not replace a newer last_run.
-        SELECT per_job.*, (jj.last_run_scheduled_for IS NULL
-                           OR per_job.scheduled_for >= jj.last_run_scheduled_for) AS newer
-        FROM per_job JOIN jobs jj ON jj.id = per_job.job_id
-    ) p
-    WHERE j.id = p.job_id
-)
-SELECT id FROM done
-
--- name: run_get
--- A run by id: the id's UUIDv7 timestamp is its slot, so the bounds on scheduled_for prune the
--- lookup to one partition; the join on jobs hides other namespaces' runs.
-SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner, r.started_at,
-       r.finished_at, r.duration_ms, r.http_status, r.output, r.error, r.available_at, r.created_at
-FROM runs r
-JOIN jobs j ON j.id = r.job_id
-WHERE r.id = %(id)s
-  AND r.scheduled_for >= %(slot_from)s AND r.scheduled_for < %(slot_to)s
-  AND j.namespace = %(namespace)s
-
--- name: run_list_for_job
--- History newest first by (slot, attempt) with a keyset cursor; runs_slot_key serves the order in
--- each partition and the explicit bound on scheduled_for lets partitions past the cursor be pruned.
-SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
-       duration_ms, http_status, output, error, available_at, created_at
-FROM runs
-WHERE job_id = %(job_id)s
-  AND scheduled_for <= %(before_slot)s
-  AND (scheduled_for, attempt) < (%(before_slot)s, %(before_attempt)s)
-  AND (%(status)s::run_status IS NULL OR status = %(status)s::run_status)
-ORDER BY scheduled_for DESC, attempt DESC
-LIMIT %(limit)s
-
--- name: run_cancel_active_for_job
--- Ends every pending or running run of a job (being deleted, or replaced by a newer fire; its row
--- is locked by the caller), takes them off the job's count of unfinished runs, and tells their
--- runners at commit, so in-flight calls stop at once instead of at the next heartbeat.
-WITH cancelled AS (
-    UPDATE runs SET
-        status = 'cancelled',
-        finished_at = now(),
-        duration_ms = CASE WHEN started_at IS NOT NULL
-                           THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
-        error = %(reason)s,
-        lease_expires_at = NULL
-    WHERE job_id = %(job_id)s AND status IN ('pending', 'running')
-    RETURNING id
-), counted AS (
-    UPDATE jobs SET active_runs = greatest(active_runs - (SELECT count(*) FROM cancelled), 0)
-    WHERE id = %(job_id)s AND EXISTS (SELECT 1 FROM cancelled)
-)
-SELECT id, pg_notify('scheduler_cancel', id::text) FROM cancelled
 
 -- name: run_insert_one
 -- A run made by a request (manual trigger, manual retry): pending and available now, waiting
@@ -161,16 +81,16 @@ WITH created AS (
     ) VALUES (
         %(id)s, %(job_id)s, %(scheduled_for)s, %(trigger)s::run_trigger, %(attempt)s,
         %(status)s::run_status, now() + make_interval(secs => %(available_in_s)s::double precision),
-        CASE WHEN %(status)s::run_status IN ('pending', 'running') THEN NULL ELSE now() END,
-        CASE WHEN %(status)s::run_status IN ('pending', 'running') THEN NULL ELSE now() END,
-        CASE WHEN %(status)s::run_status IN ('pending', 'running') THEN NULL ELSE 0 END,
+        CASE WHEN run_status_unfinished(%(status)s::run_status) THEN NULL ELSE now() END,
+        CASE WHEN run_status_unfinished(%(status)s::run_status) THEN NULL ELSE now() END,
+        CASE WHEN run_status_unfinished(%(status)s::run_status) THEN NULL ELSE 0 END,
         %(error)s
     )
     ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
     RETURNING *
 ), counted AS (
     UPDATE jobs SET active_runs = active_runs + 1
-    FROM created WHERE jobs.id = created.job_id AND created.status IN ('pending', 'running')
+    FROM created WHERE jobs.id = created.job_id AND run_status_unfinished(created.status)
 ), wake AS (
     SELECT pg_notify('scheduler_wake', '') FROM created WHERE created.available_at IS NOT NULL
 )
@@ -178,47 +98,7 @@ SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, 
        duration_ms, http_status, output, error, available_at, created_at
 FROM created LEFT JOIN wake ON true
 
--- name: run_cancel
--- Cancels one unfinished run (the caller holds its job's lock), takes it off its job's count of
--- unfinished runs, and tells its runner at commit.
-WITH cancelled AS (
-    UPDATE runs SET
-        status = 'cancelled',
-        finished_at = now(),
-        duration_ms = CASE WHEN started_at IS NOT NULL
-                           THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
-        error = %(reason)s,
-        lease_expires_at = NULL
-    WHERE id = %(id)s AND scheduled_for = %(scheduled_for)s AND status IN ('pending', 'running')
-    RETURNING *
-), counted AS (
-    UPDATE jobs SET active_runs = greatest(active_runs - 1, 0)
-    FROM cancelled WHERE jobs.id = cancelled.job_id
-), told AS (
-    SELECT pg_notify('scheduler_cancel', cancelled.id::text) FROM cancelled
-)
-SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
-       duration_ms, http_status, output, error, available_at, created_at
-FROM cancelled LEFT JOIN told ON true
-
--- name: run_latest_attempt
--- The newest attempt of a slot: a manual retry must follow it, not an older one.
-SELECT max(attempt) AS latest_attempt FROM runs WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
-
--- name: run_promote_queued
--- Overlap "queue": when the job's running run ends, its waiting run becomes available now.
-WITH promoted AS (
-    UPDATE runs SET available_at = now()
-    WHERE job_id = ANY(%(job_ids)b::uuid[]) AND status = 'pending' AND available_at IS NULL
-    RETURNING id
-)
-SELECT count(*) AS promoted, pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) > 0
-
--- name: run_has_queued
--- Whether the job already has a run waiting behind a running one (overlap "queue" keeps one).
-SELECT EXISTS (
-    SELECT 1 FROM runs WHERE job_id = %(job_id)s AND status = 'pending' AND available_at IS NULL
-) AS queued
+-- ================================================================= starting runs and their leases
 
 -- name: run_claim_pending
 -- Starts pending runs whose time has come (retries after their backoff, manual triggers, queued
@@ -288,6 +168,173 @@ WHERE r.status = 'running' AND r.lease_expires_at < coalesce(%(now)s::timestampt
 ORDER BY r.lease_expires_at
 LIMIT %(limit)s
 
+-- ==================================================================================== ending runs
+
+-- name: run_complete_many
+-- Ends a batch of runs with their outcomes. Fenced: a row changes only while it is still running
+-- under the caller's lease token, so a runner that lost its lease cannot overwrite what another
+-- wrote. A NULL token is the rescuer's: it ends the row only if its lease has expired. The jobs of
+-- accepted rows get their last_run and their count of unfinished runs in the same statement; their
+-- rows were locked first by job_lock_many. The rescuer may pass the `now` its sweep used.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+), outcome AS (
+    SELECT * FROM unnest(
+        %(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[],
+        %(statuses)b::run_status[], %(durations_ms)b::integer[], %(http_statuses)b::integer[],
+        %(outputs)b::text[], %(errors)b::text[]
+    ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error)
+), done AS (
+    UPDATE runs r SET
+        status = o.status,
+        finished_at = clock.now,
+        duration_ms = o.duration_ms,
+        http_status = o.http_status,
+        output = o.output,
+        error = o.error,
+        lease_expires_at = NULL
+    FROM outcome o, clock
+    WHERE r.id = o.id
+      AND r.scheduled_for = o.scheduled_for
+      AND r.status = 'running'
+      AND (r.lease_token = o.lease_token OR (o.lease_token IS NULL AND r.lease_expires_at < clock.now))
+    RETURNING r.id, r.job_id, r.status, r.scheduled_for, r.finished_at
+), per_job AS (
+    SELECT DISTINCT ON (job_id)
+        job_id, id, status, scheduled_for, finished_at, count(*) OVER (PARTITION BY job_id) AS ended,
+        count(*) FILTER (WHERE status NOT IN ('succeeded', 'skipped')) OVER (PARTITION BY job_id) AS failed
+    FROM done
+    ORDER BY job_id, scheduled_for DESC
+), jobs_done AS (
+    UPDATE jobs j SET
+        active_runs = j.active_runs - p.ended,
+        last_run_id = CASE WHEN p.newer THEN p.id ELSE j.last_run_id END,
+        last_run_status = CASE WHEN p.newer THEN p.status ELSE j.last_run_status END,
+        consecutive_failures = CASE
+            WHEN p.status = 'succeeded' THEN 0
+            WHEN p.status = 'skipped' THEN j.consecutive_failures
+            ELSE j.consecutive_failures + p.failed
+        END,
+        last_run_scheduled_for = CASE WHEN p.newer THEN p.scheduled_for ELSE j.last_run_scheduled_for END,
+        last_run_finished_at = CASE WHEN p.newer THEN p.finished_at ELSE j.last_run_finished_at END
+    FROM (
+        -- An older slot finishing late (overlap "allow") does not replace a newer last_run.
+        SELECT per_job.*, (jj.last_run_scheduled_for IS NULL
+                           OR per_job.scheduled_for >= jj.last_run_scheduled_for) AS newer
+        FROM per_job JOIN jobs jj ON jj.id = per_job.job_id
+    ) p
+    WHERE j.id = p.job_id
+)
+SELECT id FROM done
+
+-- name: run_cancel
+-- Cancels one unfinished run (the caller holds its job's lock), takes it off its job's count of
+-- unfinished runs, and tells its runner at commit.
+WITH cancelled AS (
+    UPDATE runs SET
+        status = 'cancelled',
+        finished_at = now(),
+        duration_ms = CASE WHEN started_at IS NOT NULL
+                           THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
+        error = %(reason)s,
+        lease_expires_at = NULL
+    WHERE id = %(id)s AND scheduled_for = %(scheduled_for)s AND run_status_unfinished(status)
+    RETURNING *
+), counted AS (
+    UPDATE jobs SET active_runs = active_runs - 1
+    FROM cancelled WHERE jobs.id = cancelled.job_id
+), told AS (
+    SELECT pg_notify('scheduler_cancel', cancelled.id::text) FROM cancelled
+)
+SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+       duration_ms, http_status, output, error, available_at, created_at
+FROM cancelled LEFT JOIN told ON true
+
+-- name: run_cancel_active_for_job
+-- Ends every pending or running run of a job (being deleted, or replaced by a newer fire; its row
+-- is locked by the caller), takes them off the job's count of unfinished runs, and tells their
+-- runners at commit, so in-flight calls stop at once instead of at the next heartbeat.
+WITH cancelled AS (
+    UPDATE runs SET
+        status = 'cancelled',
+        finished_at = now(),
+        duration_ms = CASE WHEN started_at IS NOT NULL
+                           THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
+        error = %(reason)s,
+        lease_expires_at = NULL
+    WHERE job_id = %(job_id)s AND run_status_unfinished(status)
+    RETURNING id
+), counted AS (
+    UPDATE jobs SET active_runs = active_runs - (SELECT count(*) FROM cancelled)
+    WHERE id = %(job_id)s AND EXISTS (SELECT 1 FROM cancelled)
+)
+SELECT id, pg_notify('scheduler_cancel', id::text) FROM cancelled
+
+-- ====================================================================== overlap queue and retries
+
+-- name: run_has_queued
+-- Whether the job already has a run waiting behind a running one (overlap "queue" keeps one).
+SELECT EXISTS (
+    SELECT 1 FROM runs WHERE job_id = %(job_id)s AND status = 'pending' AND available_at IS NULL
+) AS queued
+
+-- name: run_promote_queued
+-- Overlap "queue": when the job's running run ends, its waiting run becomes available now.
+WITH promoted AS (
+    UPDATE runs SET available_at = now()
+    WHERE job_id = ANY(%(job_ids)b::uuid[]) AND status = 'pending' AND available_at IS NULL
+    RETURNING id
+)
+SELECT count(*) AS promoted, pg_notify('scheduler_wake', '') FROM promoted HAVING count(*) > 0
+
+-- name: run_latest_attempt
+-- The newest attempt of a slot: a manual retry must follow it, not an older one.
+SELECT max(attempt) AS latest_attempt FROM runs WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
+
+-- =================================================================================== reading runs
+
+-- name: run_get
+-- A run by id: the id's UUIDv7 timestamp is its slot, so the bounds on scheduled_for prune the
+-- lookup to one partition; the join on jobs hides other namespaces' runs.
+SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner, r.started_at,
+       r.finished_at, r.duration_ms, r.http_status, r.output, r.error, r.available_at, r.created_at
+FROM runs r
+JOIN jobs j ON j.id = r.job_id
+WHERE r.id = %(id)s
+  AND r.scheduled_for >= %(slot_from)s AND r.scheduled_for < %(slot_to)s
+  AND j.namespace = %(namespace)s
+
+-- name: run_status_many
+-- The status of each of these runs that exists: after a claim's commit was cut, the runner asks
+-- whether its log runs stand before it emits their events (having locked their jobs, so a commit
+-- still in flight has ended); a heartbeat that could not renew runs tells a cancel (stop the call
+-- quietly) from a lost lease (warn), when no LISTEN connection brought the cancel.
+SELECT r.id, r.status
+FROM runs r
+JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
+  ON r.id = k.id AND r.scheduled_for = k.scheduled_for
+
+-- name: run_list_for_job
+-- History newest first by (slot, attempt) with a keyset cursor; runs_slot_key serves the order in
+-- each partition and the explicit bound on scheduled_for lets partitions past the cursor be pruned.
+SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+       duration_ms, http_status, output, error, available_at, created_at
+FROM runs
+WHERE job_id = %(job_id)s
+  AND scheduled_for <= %(before_slot)s
+  AND (scheduled_for, attempt) < (%(before_slot)s, %(before_attempt)s)
+  AND (%(statuses)s::run_status[] IS NULL OR status = ANY(%(statuses)s::run_status[]))
+ORDER BY scheduled_for DESC, attempt DESC
+LIMIT %(limit)s
+
+-- name: run_attempts
+-- Every attempt of one slot of a job, first to last: the run page's attempt chain (runs_slot_key).
+SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+       duration_ms, http_status, output, error, available_at, created_at
+FROM runs
+WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
+ORDER BY attempt
+
 -- name: run_list_namespace
 -- The namespace's runs across jobs, newest first by id: a run's UUIDv7 time is its slot to the
 -- millisecond, so each partition's primary key serves the order (a merge of backward index scans
@@ -300,10 +347,11 @@ SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner
 FROM runs r
 JOIN jobs j ON j.id = r.job_id
 WHERE j.namespace = %(namespace)s
+  AND j.labels @> %(labels)s::jsonb
   AND r.id < %(before_id)s
   AND r.scheduled_for < %(before_slot)s
   AND r.scheduled_for >= %(since)s
-  AND (%(status)s::run_status IS NULL OR r.status = %(status)s::run_status)
+  AND (%(statuses)s::run_status[] IS NULL OR r.status = ANY(%(statuses)s::run_status[]))
   AND (%(trigger)s::run_trigger IS NULL OR r.trigger = %(trigger)s::run_trigger)
 ORDER BY r.id DESC
 LIMIT %(limit)s
@@ -317,20 +365,29 @@ FROM runs r
 JOIN jobs j ON j.id = r.job_id
 WHERE j.namespace = %(namespace)s
   AND r.job_id = %(job_id)s
+  AND j.labels @> %(labels)s::jsonb
   AND r.id < %(before_id)s
   AND r.scheduled_for < %(before_slot)s
   AND r.scheduled_for >= %(since)s
-  AND (%(status)s::run_status IS NULL OR r.status = %(status)s::run_status)
+  AND (%(statuses)s::run_status[] IS NULL OR r.status = ANY(%(statuses)s::run_status[]))
   AND (%(trigger)s::run_trigger IS NULL OR r.trigger = %(trigger)s::run_trigger)
 ORDER BY r.id DESC
 LIMIT %(limit)s
 
--- name: run_status_many
--- The status of each of these runs that exists: after a claim's commit was cut, the runner asks
--- whether its log runs stand before it emits their events (having locked their jobs, so a commit
--- still in flight has ended); a heartbeat that could not renew runs tells a cancel (stop the call
--- quietly) from a lost lease (warn), when no LISTEN connection brought the cancel.
-SELECT r.id, r.status
-FROM runs r
-JOIN unnest(%(ids)s::uuid[], %(slots)s::timestamptz[]) AS k(id, scheduled_for)
-  ON r.id = k.id AND r.scheduled_for = k.scheduled_for
+-- name: job_recent_outcomes
+-- For each job on a console page, its last 50 runs (newest slot first on runs_slot_key, partitions
+-- ahead of now pruned) folded into the outcome strip and the p95 lateness of the scheduled ones.
+SELECT j.id,
+       array_agg(r.status::text ORDER BY r.scheduled_for, r.attempt) AS outcomes,
+       percentile_cont(0.95) WITHIN GROUP (
+           ORDER BY extract(epoch FROM r.started_at - r.scheduled_for)
+       ) FILTER (WHERE r.trigger IN ('schedule', 'catchup') AND r.started_at IS NOT NULL) AS p95_lateness_s
+FROM unnest(%(ids)b::uuid[]) AS j(id)
+CROSS JOIN LATERAL (
+    SELECT status, trigger, scheduled_for, attempt, started_at
+    FROM runs
+    WHERE job_id = j.id AND scheduled_for <= %(before_slot)s
+    ORDER BY scheduled_for DESC, attempt DESC
+    LIMIT 50
+) r
+GROUP BY j.id

@@ -1,6 +1,20 @@
+-- Tenants: namespaces and their job counts, API keys, webhook signing secrets.
+
+-- ===================================================================================== namespaces
+
 -- name: namespace_ensure
 -- Namespaces come into being with their first key (or the first job when auth is off).
 INSERT INTO namespaces (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING
+
+-- name: namespace_usage_add
+-- Counts a job into (or, with -1, out of) its namespace inside the creating or deleting
+-- transaction; the row lock it takes makes concurrent creates in one namespace check the quota one
+-- after another, and the returned count is what the quota is checked against.
+INSERT INTO namespace_usage (namespace, jobs) VALUES (%(namespace)s, greatest(%(delta)s, 0))
+ON CONFLICT (namespace) DO UPDATE SET jobs = greatest(namespace_usage.jobs + %(delta)s, 0)
+RETURNING jobs
+
+-- ======================================================================================= api keys
 
 -- name: api_key_insert
 -- Stores only the hash and a short prefix; the key itself is shown once and never again.
@@ -25,16 +39,23 @@ UPDATE api_keys SET revoked_at = now()
 WHERE (id::text = %(key)s OR prefix = %(key)s) AND revoked_at IS NULL
 RETURNING id, namespace, prefix, description, created_at, revoked_at
 
+-- ================================================================================ signing secrets
+
+-- name: signing_secret_expire_current
+-- Starts a rotation: the current secret stays valid (and keeps signing) until the grace ends.
+UPDATE signing_secrets SET expires_at = now() + make_interval(secs => %(grace_s)s)
+WHERE namespace = %(namespace)s AND expires_at IS NULL
+
 -- name: signing_secret_insert
 -- A new current secret for a namespace. When another process made one first, nothing is inserted
 -- and the caller reads theirs; a rotation expires the current one before calling this.
 INSERT INTO signing_secrets (id, namespace, secret) VALUES (%(id)s, %(namespace)s, %(secret)s)
 ON CONFLICT (namespace) WHERE expires_at IS NULL DO NOTHING
 
--- name: signing_secret_expire_current
--- Starts a rotation: the current secret stays valid (and keeps signing) until the grace ends.
-UPDATE signing_secrets SET expires_at = now() + make_interval(secs => %(grace_s)s)
-WHERE namespace = %(namespace)s AND expires_at IS NULL
+-- name: signing_secrets_changed
+-- Tells the runners (at commit) to drop their cached secrets of this namespace, so a rotation signs
+-- with the new secret at once rather than when the cache expires.
+SELECT pg_notify('scheduler_secrets', %(namespace)s)
 
 -- name: signing_secrets_current
 -- The secrets a runner signs a namespace's calls with: every one not yet expired, newest first.
@@ -42,21 +63,37 @@ SELECT secret FROM signing_secrets
 WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now())
 ORDER BY created_at DESC
 
--- name: namespace_usage_add
--- Counts a job into (or, with -1, out of) its namespace inside the creating or deleting
--- transaction; the row lock it takes makes concurrent creates in one namespace check the quota one
--- after another, and the returned count is what the quota is checked against.
-INSERT INTO namespace_usage (namespace, jobs) VALUES (%(namespace)s, greatest(%(delta)s, 0))
-ON CONFLICT (namespace) DO UPDATE SET jobs = greatest(namespace_usage.jobs + %(delta)s, 0)
-RETURNING jobs
-
 -- name: signing_secrets_valid
 -- What `scheduler secrets show` prints: every secret still valid, newest first, with its expiry.
 SELECT secret, created_at, expires_at FROM signing_secrets
 WHERE namespace = %(namespace)s AND (expires_at IS NULL OR expires_at > now())
 ORDER BY created_at DESC
 
--- name: signing_secrets_changed
--- Tells the runners (at commit) to drop their cached secrets of this namespace, so a rotation signs
--- with the new secret at once rather than when the cache expires.
-SELECT pg_notify('scheduler_secrets', %(namespace)s)
+-- ================================================================================ idempotency keys
+
+-- name: idempotency_claim
+-- Takes a key for this request: a new key, or one past its 24 hours, is this request's (a row comes
+-- back). A live key returns nothing: the caller reads what it answered. A request racing with the
+-- same key waits here on the key until the first commits (then reads its answer) or rolls back
+-- (then the key is its own).
+INSERT INTO idempotency_keys AS k (namespace, key, fingerprint, status, body)
+VALUES (%(namespace)s, %(key)s, %(fingerprint)s, 0, '')
+ON CONFLICT (namespace, key) DO UPDATE
+    SET fingerprint = excluded.fingerprint, status = 0, body = '', location = NULL, etag = NULL,
+        created_at = now()
+    WHERE k.created_at < now() - interval '24 hours'
+RETURNING true AS claimed
+
+-- name: idempotency_get
+-- What the first request with this key answered.
+SELECT fingerprint, status, body, location, etag FROM idempotency_keys
+WHERE namespace = %(namespace)s AND key = %(key)s
+
+-- name: idempotency_record
+-- Keeps the answer of the request that holds the key, in its transaction (so with what it wrote).
+UPDATE idempotency_keys SET status = %(status)s, body = %(body)s, location = %(location)s, etag = %(etag)s
+WHERE namespace = %(namespace)s AND key = %(key)s
+
+-- name: idempotency_expire
+-- Deletes keys past their 24 hours (the partition upkeep's pass); expired ones are ignored before.
+DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'

@@ -57,6 +57,11 @@ class RunnerMetrics:
             "Outcomes refused because the run was no longer ours (fenced)",
             registry=r,
         )
+        self.leases_lost = Counter(
+            "scheduler_leases_lost",
+            "Calls stopped because a heartbeat found their run no longer ours (fenced)",
+            registry=r,
+        )
         self.db_reconnects = Counter(
             "scheduler_db_reconnects",
             "Times a runner service got the database back after losing it",

@@ -28,12 +28,14 @@ from scheduler.config import Settings, load_settings
 from scheduler.db.connections import make_pool
 from scheduler.logs import configure_logging
 from scheduler.metrics import ApiMetrics
-from scheduler.ui.pages import ConsoleController, static_router, template_config
+from scheduler.ui import CONSOLE_PAGES
+from scheduler.ui.base import static_router, template_config
+from scheduler.web.state import Clock, system_clock
 
 MAX_REQUEST_BODY = 1024 * 1024
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> Litestar:
     """Build the app; the pool opens on startup and closes on shutdown."""
     cfg = settings or load_settings()
     configure_logging(cfg)  # uvicorn workers are fresh processes: each sets up its own logging
@@ -63,11 +65,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api: list[ControllerRouterHandler] = [
         JobController, RunController, healthz, readyz, preview, docs, metrics_route, assets
     ]  # fmt: skip
-    console: list[ControllerRouterHandler] = [ConsoleController, static_router()]  # the web console at /ui
+    console: list[ControllerRouterHandler] = [*CONSOLE_PAGES, static_router()]  # the web console at /ui
     app = Litestar(
         route_handlers=[*api, *console],
         lifespan=[lifespan],
-        state=State({"settings": cfg, "metrics": metrics}),
+        state=State({"settings": cfg, "metrics": metrics, "clock": clock}),
         middleware=[
             DefineMiddleware(ObservabilityMiddleware, metrics=metrics),
             DefineMiddleware(AuthMiddleware, limiter=RateLimiter(cfg.rate_limit_per_s, cfg.rate_limit_burst)),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from typing import Any
 
@@ -14,29 +12,19 @@ from psycopg_pool import PoolTimeout
 
 from scheduler.api.limits import RateLimiter, retry_after
 from scheduler.api.problems import problem_response
-from scheduler.api.state import NAMESPACE_KEY
 from scheduler.config import Settings
 from scheduler.db import store
 from scheduler.db.connections import DB_ERRORS, Pool
+from scheduler.domain.keys import hash_if_key
+from scheduler.domain.names import DEFAULT_NAMESPACE
+from scheduler.web.state import NAMESPACE_KEY
 
-DEFAULT_NAMESPACE = "default"
-KEY_PREFIX = "sk_"
 # Paths anyone may read: probes, metrics and the API's own documentation.
 # The web console (/ui) signs in with its own cookie and scopes itself (scheduler.ui.session).
 _PUBLIC = ("/healthz", "/readyz", "/metrics", "/docs", "/schema", "/ui")
 # A looked-up key is trusted this long, so a revocation takes effect within it on every API process.
 _CACHE_TTL_S = 10.0
 _CACHE_MAX = 10_000
-
-
-def new_key() -> str:
-    """Make a key: 256 random bits, URL-safe."""
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def key_hash(key: str) -> bytes:
-    """The stored form of a key."""
-    return hashlib.sha256(key.encode()).digest()
 
 
 def _client_address(scope: Scope) -> bytes:
@@ -171,6 +159,6 @@ def _bearer_key_hash(scope: Scope) -> bytes | None:
             break
     scheme, _, token = header.decode("latin-1").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) > 256:  # noqa: PLR2004
+    if scheme.lower() != "bearer":
         return None
-    return key_hash(token)
+    return hash_if_key(token)

@@ -11,8 +11,8 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.api.state import CONNECTION_LOST_KEY, NAMESPACE_KEY, REQUEST_ID_KEY
 from scheduler.metrics import ApiMetrics
+from scheduler.web.state import CONNECTION_LOST_KEY, NAMESPACE_KEY, REQUEST_ID_KEY
 
 access_log = structlog.get_logger("scheduler.api.access")
 REQUEST_ID_HEADER = b"x-request-id"

@@ -35,8 +35,8 @@ from litestar.openapi.spec import (
 from litestar.types import Method
 
 from scheduler.api import auth, schemas
-from scheduler.api.problems import PROBLEM_JSON, Problem
-from scheduler.domain import models
+from scheduler.api.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, Problem
+from scheduler.domain import fields, models
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSETS_PATH = "/docs/assets"
@@ -56,6 +56,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/jobs/{job_id}/trigger"): ("triggerJob", "Fire a job now"),
     ("GET", "/jobs/{job_id}/next-runs"): ("listJobNextRuns", "Upcoming fire times of a job"),
     ("GET", "/jobs/{job_id}/runs"): ("listJobRuns", "Run history of a job"),
+    ("PUT", "/jobs/by-name/{name}"): ("putJobByName", "Create or replace a job by its name"),
+    ("GET", "/jobs/by-name/{name}"): ("getJobByName", "Get a job by its name"),
+    ("DELETE", "/jobs/by-name/{name}"): ("deleteJobByName", "Delete a job by its name"),
+    ("POST", "/jobs/apply"): ("applyJobs", "Make the namespace's jobs match a declared set"),
     ("GET", "/runs"): ("listRuns", "Runs of every job in the namespace"),
     ("GET", "/runs/{run_id}"): ("getRun", "Get a run"),
     ("POST", "/runs/{run_id}/cancel"): ("cancelRun", "Cancel a pending or running run"),
@@ -128,10 +132,12 @@ _JOB: dict[str, Any] = {
     "created_at": "2026-11-23T19:30:00.120Z",
     "updated_at": "2026-11-23T19:30:00.120Z",
     "version": 1,
+    "consecutive_failures": 0,
 }
 _RUN: dict[str, Any] = {
     "id": _RUN_ID,
     "job_id": _JOB_ID,
+    "job_name": "weekly-report",
     "scheduled_for": "2026-11-30T08:00:00Z",
     "trigger": "schedule",
     "attempt": 1,
@@ -200,39 +206,39 @@ _METRICS_EXAMPLE = (
 )
 _PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
     400: {
-        "type": "https://scheduler.dev/problems/invalid-request",
+        "type": PROBLEM_TYPE_BASE + "invalid-request",
         "title": "Bad Request",
         "status": 400,
         "detail": "cursor: is not a cursor this API returned",
         "errors": [{"field": "cursor", "message": "is not a cursor this API returned"}],
     },
     401: {
-        "type": "https://scheduler.dev/problems/unauthorized",
+        "type": PROBLEM_TYPE_BASE + "unauthorized",
         "title": "Unauthorized",
         "status": 401,
         "detail": "missing or invalid API key; send Authorization: Bearer <key>",
     },
     404: {
-        "type": "https://scheduler.dev/problems/not-found",
+        "type": PROBLEM_TYPE_BASE + "not-found",
         "title": "Not Found",
         "status": 404,
         "detail": f"job {_JOB_ID} not found",
     },
     409: {
-        "type": "https://scheduler.dev/problems/conflict",
-        "title": "Conflict",
+        "type": PROBLEM_TYPE_BASE + "conflict",
+        "title": "ConflictError",
         "status": 409,
         "detail": "a job named 'weekly-report' already exists in namespace 'billing'",
         "errors": [{"field": "name", "message": "already exists"}],
     },
     412: {
-        "type": "https://scheduler.dev/problems/precondition-failed",
+        "type": PROBLEM_TYPE_BASE + "precondition-failed",
         "title": "Precondition Failed",
         "status": 412,
         "detail": 'the job changed: its ETag is now "3", not "2"',
     },
     415: {
-        "type": "https://scheduler.dev/problems/unsupported-media-type",
+        "type": PROBLEM_TYPE_BASE + "unsupported-media-type",
         "title": "Unsupported Media Type",
         "status": 415,
         "detail": "Content-Type is text/plain; send the body as application/json (or a +json type, UTF-8)",
@@ -244,34 +250,34 @@ _PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
         ],
     },
     413: {
-        "type": "https://scheduler.dev/problems/request-entity-too-large",
+        "type": PROBLEM_TYPE_BASE + "request-entity-too-large",
         "title": "Request Entity Too Large",
         "status": 413,
         "detail": "request body is larger than 1 MiB",
         "errors": [{"field": "body", "message": "request body is larger than 1 MiB"}],
     },
     422: {
-        "type": "https://scheduler.dev/problems/invalid-request",
+        "type": PROBLEM_TYPE_BASE + "invalid-request",
         "title": "Unprocessable Entity",
         "status": 422,
         "detail": "schedule: schedule '0 0 30 2 *' never fires",
         "errors": [{"field": "schedule", "message": "schedule '0 0 30 2 *' never fires"}],
     },
     429: {
-        "type": "https://scheduler.dev/problems/rate-limited",
+        "type": PROBLEM_TYPE_BASE + "rate-limited",
         "title": "Too Many Requests",
         "status": 429,
         "detail": "rate limit exceeded: each key may make 50 requests per second (bursts of 100); "
         "retry after 1 s",
     },
     500: {
-        "type": "https://scheduler.dev/problems/internal-server-error",
+        "type": PROBLEM_TYPE_BASE + "internal-server-error",
         "title": "Internal Server Error",
         "status": 500,
         "detail": "internal error; the service logged the details",
     },
     503: {
-        "type": "https://scheduler.dev/problems/service-unavailable",
+        "type": PROBLEM_TYPE_BASE + "service-unavailable",
         "title": "Service Unavailable",
         "status": 503,
         "detail": "database unavailable: OperationalError",
@@ -293,7 +299,7 @@ def _structs() -> dict[str, type[msgspec.Struct]]:
     """Every wire struct by the name Litestar gives its component."""
     found: dict[str, type[msgspec.Struct]] = {
         name: value
-        for module in (models, schemas)
+        for module in (models, fields, schemas)
         for name, value in vars(module).items()
         if inspect.isclass(value) and issubclass(value, msgspec.Struct)
     }

@@ -15,22 +15,20 @@ from litestar.openapi.datastructures import ResponseSpec
 from psycopg.errors import ReadOnlySqlTransaction
 from psycopg_pool import PoolTimeout
 
-from scheduler.api.state import CONNECTION_LOST_KEY, REQUEST_ID_KEY
 from scheduler.db.connections import ReadOnlyServer
+from scheduler.domain.validation import FieldError
+from scheduler.operations.errors import OperationError
+from scheduler.web.errors import status_of
+from scheduler.web.state import CONNECTION_LOST_KEY, REQUEST_ID_KEY
 
 log = structlog.get_logger("scheduler.api")
 T = TypeVar("T")
 
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://scheduler.dev/problems/"
+"""Where every problem type URI starts; the kind of problem follows."""
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-
-
-class FieldError(msgspec.Struct):
-    """One thing wrong with the request, and where."""
-
-    field: str
-    message: str
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -66,14 +64,14 @@ class ProblemError(Exception):
 
 # What each problem status means, as the OpenAPI document describes it.
 _PROBLEM_MEANINGS: dict[int, str] = {
-    400: "Malformed request: the body is not JSON, or a cursor or filter is not usable",
+    400: "MalformedError request: the body is not JSON, or a cursor or filter is not usable",
     401: "Missing or invalid API key",
     404: "No such resource in the caller's namespace",
     409: "The request conflicts with the resource's current state",
     412: "If-Match does not match the job's current ETag",
-    413: "The request body is larger than 1 MiB",
+    413: "The request body is larger than 1 MiB (32 MiB for POST /jobs/apply)",
     415: "The request body is not declared as application/json (or a +json type)",
-    422: "Invalid values (each named in `errors`), or the namespace's job quota is used up",
+    422: "InvalidError values (each named in `errors`), or the namespace's job quota is used up",
     429: "The key's rate limit is used up; Retry-After says when to try again",
     503: "The database does not answer",
 }
@@ -114,7 +112,7 @@ def problem_response(
     """Render a problem."""
     title = HTTPStatus(status).phrase
     body = Problem(
-        type=f"https://scheduler.dev/problems/{kind or _slug(title)}",
+        type=f"{PROBLEM_TYPE_BASE}{kind or _slug(title)}",
         title=title,
         status=status,
         detail=detail,
@@ -171,7 +169,7 @@ def _not_utf8(body: bytes) -> ProblemError:
 def strict_decode(body: bytes, kind: type[T]) -> T:
     """Decode a request body strictly into ``kind``, turning every way it can fail into a 4xx problem.
 
-    Litestar's own pass coerces "30" into 30, which we refuse. Malformed bodies (bad syntax,
+    Litestar's own pass coerces "30" into 30, which we refuse. MalformedError bodies (bad syntax,
     invalid UTF-8, numbers without a machine form, nesting deeper than the decoder goes) are 400;
     well-formed bodies with wrong values are 422. Both name the field, or ``body``.
     """
@@ -236,6 +234,16 @@ def on_problem(_: Request[Any, Any, Any], exc: ProblemError) -> Response[bytes]:
     return problem_response(exc.status, exc.detail, errors=exc.errors, kind=exc.kind, headers=exc.headers)
 
 
+def problem_of(exc: OperationError) -> ProblemError:
+    """An operation's refusal as the problem the API answers with."""
+    return ProblemError(status_of(exc), exc.detail, errors=exc.errors, kind=exc.kind)
+
+
+def on_operation_error(_: Request[Any, Any, Any], exc: OperationError) -> Response[bytes]:
+    """Answer an operation's refusal (not found, conflict, invalid values ...) as a problem."""
+    return problem_response(status_of(exc), exc.detail, errors=exc.errors, kind=exc.kind)
+
+
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     """Answer Litestar's decode and parameter errors: 400 for malformed JSON, 422 for bad values."""
     extra = exc.extra if isinstance(exc.extra, list) else []
@@ -264,14 +272,16 @@ def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respon
     return problem_response(422, detail, errors=errors, kind="invalid-request")
 
 
-def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Answer routing errors (404, 405, 413 ...) as problems."""
     status = exc.status_code
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     errors: list[FieldError] = []
     kind = None
     if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
-        detail = "request body is larger than 1 MiB"
+        limit = getattr(request.scope.get("route_handler"), "request_max_body_size", None)
+        size = f"{limit // (1024 * 1024)} MiB" if isinstance(limit, int) and limit > 1024 * 1024 else "1 MiB"
+        detail = f"request body is larger than {size}"
         errors = [FieldError("body", detail)]
     elif status == HTTPStatus.BAD_REQUEST and "JSON" in detail:
         errors = [FieldError("body", detail)]
@@ -338,6 +348,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     psycopg.InterfaceError: on_database_unavailable,
     ReadOnlySqlTransaction: on_database_unavailable,
     ProblemError: on_problem,
+    OperationError: on_operation_error,
     ValidationException: on_validation,
     HTTPException: on_http_exception,
     Exception: on_unhandled,
@@ -346,6 +357,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
 __all__ = [
     "EXCEPTION_HANDLERS",
     "PROBLEM_JSON",
+    "PROBLEM_TYPE_BASE",
     "FieldError",
     "Problem",
     "ProblemError",

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.params import JSONBody
 from litestar.response import Redirect
 
-from scheduler.api.problems import DATABASE_RETRY_AFTER_S, invalid, problem_response, problem_responses
-from scheduler.api.schemas import Health, NextRuns, PreviewIn, check_instant
-from scheduler.api.state import conn_for
+from scheduler.api.params import refuse_unknown_query
+from scheduler.api.problems import DATABASE_RETRY_AFTER_S, problem_response, problem_responses
+from scheduler.api.schemas import Health, NextRuns, PreviewIn
 from scheduler.db import store
-from scheduler.domain import schedule
-from scheduler.domain.schedule import ScheduleError, Timing
 from scheduler.metrics import ApiMetrics
+from scheduler.operations import schedules
+from scheduler.web.state import conn_for, now_of
 
 
 @get("/healthz", tags=["system"])
@@ -51,25 +50,21 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
 @post(
     "/schedules/preview",
     tags=["schedules"],
+    before_request=refuse_unknown_query,
     status_code=200,
     responses=problem_responses(400, 401, 413, 422, 429),
 )
-async def preview(data: JSONBody[PreviewIn]) -> NextRuns:
+async def preview(request: Request[Any, Any, Any], data: JSONBody[PreviewIn]) -> NextRuns:
     """Validate a schedule and list its next fire times, without storing anything."""
-    if errors := check_instant("after", data.after):
-        raise invalid(errors[0].field, errors[0].message)
-    after = data.after or datetime.now(UTC)
-    timing = Timing(data.schedule, data.timezone, anchor_at=after.replace(microsecond=0))
-    try:
-        schedule.validate(timing, after)
-    except ScheduleError as exc:
-        raise invalid(exc.field, str(exc)) from None
-    except OverflowError:
-        raise invalid("schedule", "its fire times fall outside the years 1 to 9999") from None
-    try:
-        return NextRuns(next=schedule.fire_times(timing, after, data.count))
-    except OverflowError:
-        raise invalid("count", "the fire times run past the year 9999; ask for fewer") from None
+    return NextRuns(
+        next=schedules.preview(
+            schedule=data.schedule,
+            timezone=data.timezone,
+            after=data.after,
+            count=data.count,
+            now=now_of(request),
+        )
+    )
 
 
 @get("/docs", include_in_schema=False)

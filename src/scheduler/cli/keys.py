@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
-from scheduler.api.auth import key_hash, new_key
 from scheduler.db import connections, store
+from scheduler.domain.keys import key_hash, new_key, shown_prefix
+from scheduler.domain.names import NAMESPACE_RULE, is_namespace
 from scheduler.ids import uuid7
-
-_NAMESPACE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 async def keys_command(args: argparse.Namespace, url: str) -> int:
@@ -18,8 +16,8 @@ async def keys_command(args: argparse.Namespace, url: str) -> int:
     conn = await connections.connect(url, application_name="scheduler-keys")
     async with conn:
         if args.keys_command == "create":
-            if not _NAMESPACE.match(args.namespace):
-                print("scheduler keys: --namespace must be 1-64 of A-Z a-z 0-9 . _ -", file=sys.stderr)  # noqa: T201
+            if not is_namespace(args.namespace):
+                print(f"scheduler keys: --namespace {NAMESPACE_RULE}", file=sys.stderr)  # noqa: T201
                 return 2
             key = new_key()
             async with conn.transaction():
@@ -28,7 +26,7 @@ async def keys_command(args: argparse.Namespace, url: str) -> int:
                     conn,
                     key_id=uuid7(),
                     namespace=args.namespace,
-                    prefix=key[:12],
+                    prefix=shown_prefix(key),
                     key_hash=key_hash(key),
                     description=args.description,
                 )

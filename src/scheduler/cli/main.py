@@ -12,7 +12,9 @@ import tempfile
 from collections.abc import Sequence
 
 from scheduler import __version__
-from scheduler.cli.client import add_jobs_parser, jobs_command
+from scheduler.cli.commands import jobs_command
+from scheduler.cli.declared import add_declared_parsers, apply_command, runs_command
+from scheduler.cli.parser import add_jobs_parser
 from scheduler.config import ConfigError, Settings, load_settings
 
 
@@ -110,6 +112,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return jobs_command(args, _settings())
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    """`scheduler apply`: make the namespace's jobs match declared files."""
+    return apply_command(args, _settings())
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """`scheduler runs list`: runs across the namespace's jobs."""
+    return runs_command(args, _settings())
+
+
 def cmd_secrets(args: argparse.Namespace) -> int:
     """Show or rotate a namespace's webhook signing secrets."""
     from scheduler.cli.webhook_secrets import secrets_command  # noqa: PLC0415
@@ -165,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.set_defaults(func=cmd_secrets)
 
     add_jobs_parser(sub).set_defaults(func=cmd_jobs)
+    apply, runs_list = add_declared_parsers(sub)
+    apply.set_defaults(func=cmd_apply)
+    runs_list.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import UTC, datetime
 
 from scheduler.db import connections, store
-from scheduler.domain.webhooks import new_secret
+from scheduler.domain.names import NAMESPACE_RULE, is_namespace
+from scheduler.domain.webhooks import SECRET_CACHE_TTL_S, new_secret
 from scheduler.ids import uuid7
-from scheduler.runner.signing import CACHE_TTL_S as RUNNER_CACHE_TTL_S
 
 DEFAULT_GRACE_S = 24 * 3600
-_NAMESPACE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _when(moment: datetime) -> str:
@@ -22,8 +20,8 @@ def _when(moment: datetime) -> str:
 
 async def secrets_command(args: argparse.Namespace, url: str) -> int:
     """Run one secrets subcommand against the database at ``url``; print what it did."""
-    if not _NAMESPACE.match(args.namespace):
-        print("scheduler secrets: --namespace must be 1-64 of A-Z a-z 0-9 . _ -", file=sys.stderr)  # noqa: T201
+    if not is_namespace(args.namespace):
+        print(f"scheduler secrets: --namespace {NAMESPACE_RULE}", file=sys.stderr)  # noqa: T201
         return 2
     grace_s = getattr(args, "grace_s", None)
     grace_s = DEFAULT_GRACE_S if grace_s is None else grace_s
@@ -40,12 +38,12 @@ async def secrets_command(args: argparse.Namespace, url: str) -> int:
             print(  # noqa: T201
                 f"rotated the signing secret of namespace {args.namespace}: the previous one stays valid, "
                 f"and runners keep signing with it too, for {grace_s} s; connected runners sign with the "
-                f"new one at once, a runner that missed the notification within {RUNNER_CACHE_TTL_S:g} s",
+                f"new one at once, a runner that missed the notification within {SECRET_CACHE_TTL_S:g} s",
                 file=sys.stderr,
             )
-            if grace_s < RUNNER_CACHE_TTL_S:
+            if grace_s < SECRET_CACHE_TTL_S:
                 print(  # noqa: T201
-                    f"warning: with a grace under {RUNNER_CACHE_TTL_S:g} s, a runner that missed the "
+                    f"warning: with a grace under {SECRET_CACHE_TTL_S:g} s, a runner that missed the "
                     "rotation may sign some calls with the retired secret only",
                     file=sys.stderr,
                 )

@@ -1,7 +1,8 @@
 """Named SQL from `sql/queries/*.sql`: the only place runtime code gets its statements from.
 
 Each query in a file is headed by ``-- name: some_name`` and a comment saying why it is shaped the way
-it is; parameters use psycopg's ``%(name)s`` form.
+it is; parameters use psycopg's ``%(name)s`` form. Comment lines between the end of one statement
+and the next ``-- name:`` (a section heading) belong to no query.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def parse(text: str, source: str) -> dict[str, Query]:
     def flush() -> None:
         if name is None:
             return
+        while body and (not body[-1].strip() or body[-1].lstrip().startswith("--")):
+            body.pop()  # a section heading after the statement, not part of it
         statement = "\n".join(body).strip().rstrip(";").strip()
         if not statement:
             raise ValueError(f"{source}: query {name} has no statement")

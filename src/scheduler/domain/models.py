@@ -148,6 +148,8 @@ class Job(JobValues, kw_only=True):
     """Runs pending or running: the overlap policy decides on it."""
     pause_note: str | None
     """The console's note on why the job is paused."""
+    consecutive_failures: int
+    """How many of the newest finished runs in a row did not succeed (0 after a success)."""
 
 
 class Outcome(msgspec.Struct, kw_only=True, frozen=True):

@@ -22,6 +22,17 @@ def backoff_s(
     return uniform(policy.min_backoff_s, max(cap, policy.min_backoff_s))
 
 
+def gets_another_attempt(
+    policy: RetryPolicy, status: RunStatus, attempt: int, *, mendable: bool = True
+) -> bool:
+    """Whether the retry policy answers ``attempt`` ending with ``status`` with another attempt.
+
+    ``mendable`` is False for failures no retry can mend (a refused address, an invalid URL), which
+    are final at once (SPEC 3.3).
+    """
+    return mendable and status in RETRIED_ENDINGS and attempt < policy.max_attempts
+
+
 def next_attempt_in(
     policy: RetryPolicy,
     status: RunStatus,
@@ -30,11 +41,7 @@ def next_attempt_in(
     mendable: bool = True,
     uniform: Callable[[float, float], float] = random.uniform,
 ) -> float | None:
-    """Seconds until the next attempt of a slot whose ``attempt`` ended with ``status``; None for none.
-
-    ``mendable`` is False for failures no retry can mend (a refused address, an invalid URL), which
-    are final at once (SPEC 3.3).
-    """
-    if not mendable or status not in RETRIED_ENDINGS or attempt >= policy.max_attempts:
+    """Seconds until the next attempt of a slot whose ``attempt`` ended with ``status``; None for none."""
+    if not gets_another_attempt(policy, status, attempt, mendable=mendable):
         return None
     return backoff_s(policy, attempt, uniform)

@@ -15,6 +15,10 @@ from datetime import datetime
 from uuid import UUID
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
+# How long a runner keeps signing with the secrets it read. A rotation notifies the runners, which
+# drop their copy at once; this bounds how stale a runner that missed the notification (it was
+# disconnected at the time) can be, which `scheduler secrets rotate` tells whoever rotates.
+SECRET_CACHE_TTL_S = 30.0
 
 
 def new_secret() -> str:

@@ -23,12 +23,12 @@ from structlog.typing import FilteringBoundLogger
 
 from scheduler.db import store
 from scheduler.db.connections import ConnectionSource
-from scheduler.domain.models import OverlapPolicy, RetryPolicy, RunStatus, RunTrigger
+from scheduler.domain.models import OverlapPolicy, RetryPolicy
 from scheduler.domain.retry import next_attempt_in
-from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
+from scheduler.operations import fires
 from scheduler.runner.actions import OUTPUT_LIMIT
-from scheduler.runner.services.periodic import retry_conflicts
+from scheduler.runner.supervise import retry_conflicts
 
 # Outcomes written per transaction.
 BATCH = 1000
@@ -79,6 +79,9 @@ class Completer:
         self._log = log
         self._waiting: list[Completion] = []
         self._ready = asyncio.Event()
+        # The completer's loop and a draining shutdown may flush at once: one waits for the other,
+        # so a drain never returns while the loop still holds outcomes it took and has not written.
+        self._flushing = asyncio.Lock()
 
     def add(self, item: Completion) -> None:
         """Queue an outcome; the completer's loop writes it with the others that gathered meanwhile."""
@@ -104,9 +107,12 @@ class Completer:
         One bad row never holds the others back: when a batch fails on its own values, it is halved
         until the row is found, which is recorded without what made it fail (`_write_alone`).
         """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         taken = 0
         while self._waiting:
-            # Take the batch out first: the completer's loop and a draining shutdown may flush at once.
             batch = self._waiting[:BATCH]
             del self._waiting[: len(batch)]
             parts = [batch]
@@ -153,13 +159,10 @@ class Completer:
                 delay = next_attempt_in(item.retry, outcome.status, item.attempt, mendable=outcome.retryable)
                 if delay is not None:
                     retries.append(
-                        store.NewRun(
-                            id=uuid7(run.scheduled_for),
+                        fires.next_attempt(
                             job_id=run.job_id,
                             scheduled_for=run.scheduled_for,
-                            trigger=RunTrigger.RETRY,
                             attempt=item.attempt + 1,
-                            status=RunStatus.PENDING,
                             available_in_s=delay,
                         )
                     )
@@ -172,7 +175,7 @@ class Completer:
                 )
                 counts.retries = len(inserted)
             if queue_jobs:
-                await store.run_promote_queued(conn, job_ids=sorted(queue_jobs))
+                await fires.runs_ended(conn, queue_job_ids=list(queue_jobs))
         counts.accepted = accepted
         counts.written = len(accepted)
         self._record(items, accepted)

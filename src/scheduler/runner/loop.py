@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -32,8 +31,7 @@ from structlog.typing import FilteringBoundLogger
 
 from scheduler.config import Settings
 from scheduler.db import store
-from scheduler.db.connections import DB_ERRORS, AsyncConn, ConnectionSource
-from scheduler.domain import misfire, overlap
+from scheduler.db.connections import DB_ERRORS, ConnectionSource
 from scheduler.domain.models import (
     Action,
     LogAction,
@@ -43,26 +41,18 @@ from scheduler.domain.models import (
     RunStatus,
     RunTrigger,
 )
-from scheduler.domain.schedule import ScheduleError
-from scheduler.ids import uuid7
 from scheduler.metrics import RunnerMetrics
-from scheduler.runner.actions import Attempt, is_local, run_http_action, run_log_action
+from scheduler.runner.actions import Attempt, run_http_action, run_log_action
 from scheduler.runner.completer import Completer, Completion
 from scheduler.runner.outbound import OutboundClient
-from scheduler.runner.services.periodic import keep_running
+from scheduler.runner.planning import ClaimCounts, plan_claim
 from scheduler.runner.signing import SigningSecrets
+from scheduler.runner.supervise import keep_running
 
 # Claim loops beside the main one, active only while claims come back full (see _help_claim).
 CLAIM_HELPERS = 1
 # When due rows exist but other runners hold them, look again this soon.
 CONTENDED_SLEEP_S = 0.01
-# What the overlap policy made of a fire, as the fires metric names it.
-_FIRE_OUTCOME = {
-    RunStatus.RUNNING: "started",
-    RunStatus.SUCCEEDED: "started",
-    RunStatus.SKIPPED: "skipped",
-    RunStatus.PENDING: "queued",
-}
 
 
 class StopReason(StrEnum):
@@ -84,27 +74,6 @@ class Work:
     overlap: OverlapPolicy
     trigger: RunTrigger
     started_at: datetime
-
-
-@dataclass(slots=True)
-class ClaimCounts:
-    """What one claim transaction did."""
-
-    limit: int = 0
-    """Most due jobs or pending runs the claim could take; 0 when too few HTTP slots were free."""
-    jobs: int = 0
-    """Due jobs locked, or pending runs started."""
-    at_capacity: bool = False
-    """Too few HTTP slots are free for a claim until calls end (their end wakes the loop)."""
-    fired: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """Fires by (trigger, what the overlap policy made of them), for the metrics."""
-    lateness_s: list[float] = field(default_factory=list)
-    """How late each started fire was, for the metrics."""
-
-    @property
-    def full(self) -> bool:
-        """Whether the claim took all it was allowed to, so more may be due right now."""
-        return self.limit > 0 and self.jobs >= self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +271,7 @@ class Runner:
                 if not due or claimed_at is None:
                     return []
                 counts.jobs = len(due)
-                runs, moves, owners = await self._plan(conn, due, claimed_at, counts)
+                runs, moves, owners = await plan_claim(conn, due, claimed_at, counts, self.log)
                 inserted = await store.run_record_many(
                     conn, runs, moves, runner=self.name, lease_s=self.settings.lease_s, now=now
                 )
@@ -388,70 +357,6 @@ class Runner:
                 self._emit(event)
         self.log.info("log_runs_confirmed", committed=len(present), rolled_back=len(events) - len(present))
         return len(present)
-
-    async def _plan(
-        self,
-        conn: AsyncConn,
-        due: Sequence[store.DueJob],
-        now: datetime,
-        counts: ClaimCounts,
-    ) -> tuple[list[store.NewRun], list[store.Move], dict[UUID, tuple[store.DueJob, RunTrigger]]]:
-        """Apply misfire and overlap policies to each locked job (inside the claim transaction)."""
-        runs: list[store.NewRun] = []
-        moves: list[store.Move] = []
-        owners: dict[UUID, tuple[store.DueJob, RunTrigger]] = {}
-        for job in due:
-            if job.unreadable is not None:
-                # Written by hand or by a newer version: stop the job, as for a broken schedule,
-                # rather than fail every claim of the batch (and of every later batch).
-                self.log.error("job_action_unreadable", job_id=str(job.id), error=job.unreadable[:500])
-                moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
-                continue
-            try:
-                slots = misfire.plan(job.timing, job.misfire, job.next_run_at, now)
-            except (ScheduleError, OverflowError) as exc:
-                # The zone database changed under a stored job, or its next slot lies past year
-                # 9999: stop the job rather than the runner.
-                self.log.error(  # noqa: TRY400 - a trace adds nothing to a bad expression
-                    "job_schedule_broken", job_id=str(job.id), error=str(exc)
-                )
-                moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
-                continue
-            if slots.fires:
-                local = is_local(job.action)
-                has_queued = await store.run_has_queued(
-                    conn, job_id=job.id, overlap=job.overlap, active_runs=job.active_runs
-                )
-                decisions = overlap.decide(
-                    job.overlap,
-                    active_runs=job.active_runs,
-                    has_queued=has_queued,
-                    fires=len(slots.fires),
-                    finishes_at_once=local,
-                )
-                if decisions[-1] is overlap.Decision.REPLACE:
-                    await store.run_cancel_active_for_job(conn, job_id=job.id, reason=overlap.REPLACE_REASON)
-                started = RunStatus.SUCCEEDED if local else RunStatus.RUNNING
-                for fire, decision in zip(slots.fires, decisions, strict=True):
-                    row = overlap.recorded_as(decision, job.overlap, started=started)
-                    if row.status is started:
-                        counts.lateness_s.append((now - fire.slot).total_seconds())
-                    counts.fired[fire.trigger, _FIRE_OUTCOME[row.status]] += 1
-                    run_id = uuid7(fire.slot)
-                    owners[run_id] = (job, fire.trigger)
-                    runs.append(
-                        store.NewRun(
-                            id=run_id,
-                            job_id=job.id,
-                            scheduled_for=fire.slot,
-                            trigger=fire.trigger,
-                            attempt=1,
-                            status=row.status,
-                            error=row.error,
-                        )
-                    )
-            moves.append(store.Move(job_id=job.id, moves=True, next_run_at=slots.next_run_at))
-        return runs, moves, owners
 
     def _record_claim(self, counts: ClaimCounts, inserted: Sequence[store.InsertedRun]) -> None:
         metrics = self.metrics
@@ -619,6 +524,7 @@ class Runner:
         if not self.stop_local(run_id, StopReason.LEASE_LOST) or entry is None:
             return False
         self.log.warning("run_lease_lost", run_id=str(run_id), job_id=str(entry.work.attempt.job_id))
+        self.metrics.leases_lost.inc()
         return True
 
     # ------------------------------------------------------------------------------ the stop

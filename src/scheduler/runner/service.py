@@ -28,9 +28,10 @@ from scheduler.runner.services.backlog import BacklogConfig, BacklogGauge
 from scheduler.runner.services.heartbeat import Heartbeat, HeartbeatConfig
 from scheduler.runner.services.listener import Listener
 from scheduler.runner.services.partitions import PartitionConfig, PartitionKeeper
-from scheduler.runner.services.periodic import PeriodicService, keep_running, run_periodically
+from scheduler.runner.services.periodic import PeriodicService, run_periodically
 from scheduler.runner.services.rescuer import Rescuer, RescuerConfig
 from scheduler.runner.signing import SigningSecrets
+from scheduler.runner.supervise import keep_running
 
 # The runner's connections: the claim loop and its helper, the completer, the services.
 POOL_SIZE = 6

@@ -7,19 +7,14 @@ import time
 
 from scheduler.db import store
 from scheduler.db.connections import DB_ERRORS, ConnectionSource
-from scheduler.domain.webhooks import new_secret
+from scheduler.domain.webhooks import SECRET_CACHE_TTL_S, new_secret
 from scheduler.ids import uuid7
-
-# How long a runner keeps signing with the secrets it read. A rotation notifies the runners, which
-# drop their copy at once; this bounds how stale a runner that missed the notification (it was
-# disconnected at the time) can be.
-CACHE_TTL_S = 30.0
 
 
 class SigningSecrets:
     """Each namespace's signing secrets, cached; a namespace without one gets one at its first call."""
 
-    def __init__(self, pool: ConnectionSource, *, ttl_s: float = CACHE_TTL_S) -> None:
+    def __init__(self, pool: ConnectionSource, *, ttl_s: float = SECRET_CACHE_TTL_S) -> None:
         """Start with an empty cache."""
         self._pool = pool
         self._ttl_s = ttl_s

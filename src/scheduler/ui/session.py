@@ -20,9 +20,10 @@ from typing import Any
 import msgspec
 from litestar import Request
 
-from scheduler.api.auth import DEFAULT_NAMESPACE, KEY_PREFIX, key_hash
-from scheduler.api.state import conn_for, settings_of
 from scheduler.db import store
+from scheduler.domain.keys import hash_if_key
+from scheduler.domain.names import DEFAULT_NAMESPACE
+from scheduler.web.state import conn_for, settings_of
 
 COOKIE = "scheduler_console"
 SESSION_TTL_S = 12 * 3600
@@ -122,10 +123,7 @@ def csrf_valid(secret: bytes, session: SessionData, token: str) -> bool:
 
 def digest_of_key(key: str) -> bytes | None:
     """The stored hash of a key typed into the sign-in form; None when it cannot be a key."""
-    key = key.strip()
-    if not key.startswith(KEY_PREFIX) or len(key) > 256:  # noqa: PLR2004 - as the API's check
-        return None
-    return key_hash(key)
+    return hash_if_key(key.strip())
 
 
 async def namespace_of_key(request: Request[Any, Any, Any], digest: bytes) -> str | None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from scheduler.domain import schedule
+from scheduler.domain.cron import MACROS
 from scheduler.domain.schedule import Cron, Every, ScheduleError, Timing
 
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
@@ -17,14 +18,13 @@ _MONTHS = (
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
 _MONTH_TOKENS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_MACROS = {
-    "@yearly": "every year on 1 January at 00:00",
-    "@annually": "every year on 1 January at 00:00",
-    "@monthly": "on the 1st of every month at 00:00",
-    "@weekly": "every Sunday at 00:00",
-    "@daily": "every day at 00:00",
-    "@midnight": "every day at 00:00",
-    "@hourly": "every hour, on the hour",
+# Words for what the domain's macros stand for, read better than the general wording would.
+_MACRO_WORDS = {
+    "0 0 1 1 *": "every year on 1 January at 00:00",
+    "0 0 1 * *": "on the 1st of every month at 00:00",
+    "0 0 * * 0": "every Sunday at 00:00",
+    "0 0 * * *": "every day at 00:00",
+    "0 * * * *": "every hour, on the hour",
 }
 _UNITS = {"d": "day", "h": "hour", "m": "minute", "s": "second"}
 _NUMBER = re.compile(r"^\d+$")
@@ -138,13 +138,14 @@ def describe(expression: str) -> str:  # noqa: PLR0911 - one return per kind of 
     """The schedule in plain words ("at 09:00 on Monday"); the expression itself when too unusual."""
     text = expression.strip()
     lowered = text.lower()
-    if lowered in _MACROS:
-        return _MACROS[lowered]
     if lowered.startswith("@every"):
         return _every_words(text[len("@every") :].strip())
     if lowered.startswith("@at"):
         return "once, at " + text[len("@at") :].strip()
-    fields = text.split()
+    expanded = MACROS.get(lowered)
+    if expanded is not None and expanded in _MACRO_WORDS:
+        return _MACRO_WORDS[expanded]
+    fields = (expanded or text).split()
     if len(fields) == 5:  # noqa: PLR2004 - minute hour day month weekday
         fields = ["0", *fields]
     if len(fields) != 6:  # noqa: PLR2004 - with a seconds field

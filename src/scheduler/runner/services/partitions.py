@@ -74,13 +74,16 @@ class PartitionKeeper:
         """Make and drop partitions counted from ``now``'s UTC day (the database's date unless passed)."""
         today = None if now is None else now.astimezone(UTC).date()
         try:
-            async with self._pool.connection() as conn:
+            # One transaction: the upkeep lock and the short lock timeout last until it ends.
+            async with self._pool.connection() as conn, conn.transaction():
                 done = await store.run_partitions_upkeep(
                     conn,
                     days_ahead=self.config.days_ahead,
                     retention_days=self.config.retention_days,
                     today=today,
                 )
+                if done.locked:  # the same upkeep forgets idempotency keys past their 24 hours
+                    await store.idempotency_expire(conn)
         except psycopg.errors.LockNotAvailable:
             # Partition DDL waits briefly for the runs table and gives up rather than queue every
             # claim behind it; the partitions ahead leave a week to try again.

@@ -17,9 +17,10 @@ from structlog.typing import FilteringBoundLogger
 from scheduler.db import store
 from scheduler.db.connections import ConnectionSource
 from scheduler.domain.models import Outcome, RunStatus
+from scheduler.domain.retry import gets_another_attempt
 from scheduler.metrics import RunnerMetrics
 from scheduler.runner.completer import Completer, Completion
-from scheduler.runner.services.periodic import retry_conflicts
+from scheduler.runner.supervise import retry_conflicts
 
 # Runs rescued per round; a larger backlog is worked off a batch per interval.
 BATCH = 500
@@ -128,6 +129,6 @@ class Rescuer:
                     run_id=str(run.run_id),
                     attempt=run.attempt,
                     dead_runner=run.runner,
-                    retried=run.attempt < run.retry.max_attempts,
+                    retried=gets_another_attempt(run.retry, RunStatus.LOST, run.attempt),
                 )
         return RescueCounts(found=len(expired), rescued=counts.written, retried=counts.retries)

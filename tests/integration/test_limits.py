@@ -1,0 +1,139 @@
+"""Limits: per-key rate limit (429 + Retry-After), body sizes (413, 422) and the per-namespace job quota.
+
+Each limit is checked for its answer and for the service serving normally afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from scheduler.api.app import create_app
+from scheduler.config import ConfigError, load_settings
+from tests.conftest import create_api_key, settings_for
+
+LOG_JOB = {"schedule": "@every 1h", "action": {"type": "log"}}
+
+
+@asynccontextmanager
+async def api(db_url: str, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(settings_for(db_url, **overrides))) as client:
+        yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class TestRateLimit:
+    """Over its rate a key gets 429 problems with Retry-After, then is served again; others are not slowed."""
+
+    async def test_a_key_over_its_burst_gets_429_then_is_served_again(self, db_url):
+        fast, other = await create_api_key(db_url, "alpha"), await create_api_key(db_url, "beta")
+        async with api(db_url, auth="required", rate_limit_per_s=2, rate_limit_burst=3) as client:
+            statuses = [(await client.get("/jobs", headers=bearer(fast))).status_code for _ in range(3)]
+            assert statuses == [200, 200, 200]
+            refused = await client.get("/jobs", headers=bearer(fast))
+            assert refused.status_code == 429
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.headers["retry-after"] == "1"  # a token every 0.5 s, in whole seconds
+            problem = refused.json()
+            assert (problem["status"], problem["type"]) == (
+                429,
+                "https://scheduler.dev/problems/rate-limited",
+            )
+            assert "2 requests per second" in problem["detail"]
+            assert (await client.get("/jobs", headers=bearer(other))).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+            deadline = time.monotonic() + 10
+            while (await client.get("/jobs", headers=bearer(fast))).status_code == 429:
+                assert time.monotonic() < deadline, "the key was never served again"
+                await asyncio.sleep(0.1)
+
+    async def test_with_auth_off_there_is_no_key_and_no_rate_limit(self, db_url):
+        async with api(db_url, auth="off", rate_limit_per_s=1, rate_limit_burst=1) as client:
+            statuses = {(await client.get("/jobs")).status_code for _ in range(10)}
+            assert statuses == {200}
+
+    def test_the_limits_are_settings_with_ranges(self):
+        settings = load_settings({})
+        assert (settings.rate_limit_per_s, settings.rate_limit_burst) == (50, 100)
+        assert settings.namespace_job_quota == 100_000
+        for name, bad in (
+            ("SCHEDULER_RATE_LIMIT_PER_S", "0"),
+            ("SCHEDULER_RATE_LIMIT_BURST", "many"),
+            ("SCHEDULER_NAMESPACE_JOB_QUOTA", "-5"),
+        ):
+            with pytest.raises(ConfigError, match=name):
+                load_settings({name: bad})
+
+
+class TestBodyLimits:
+    """Oversized requests are refused with a problem naming the limit, and nothing is written."""
+
+    async def test_a_request_body_over_1_mib_is_413(self, client):
+        padding = "x" * (1024 * 1024)
+        response = await client.post("/jobs", json={"name": "big", "description": padding, **LOG_JOB})
+        assert response.status_code == 413
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["detail"] == "request body is larger than 1 MiB"
+        assert (await client.get("/jobs")).json()["items"] == []
+        assert (await client.post("/jobs", json={"name": "small", **LOG_JOB})).status_code == 201
+
+    async def test_an_action_body_over_256_kib_is_422_naming_the_field(self, client):
+        action = {"type": "http", "url": "https://receiver.example/hook", "body": "y" * (256 * 1024 + 1)}
+        response = await client.post("/jobs", json={"name": "big", "schedule": "@daily", "action": action})
+        assert response.status_code == 422
+        assert response.json()["errors"] == [
+            {"field": "action.body", "message": "is 262145 bytes; the limit is 256 KiB"}
+        ]
+        action["body"] = "y" * (256 * 1024)
+        fits = await client.post("/jobs", json={"name": "fits", "schedule": "@daily", "action": action})
+        assert fits.status_code == 201
+
+
+class TestQuota:
+    """A namespace holds at most its quota of jobs; creating more is a 422 problem, others are unaffected."""
+
+    async def test_creating_past_the_quota_is_refused_until_a_job_is_deleted(self, db_url):
+        alpha, beta = await create_api_key(db_url, "alpha"), await create_api_key(db_url, "beta")
+        async with api(db_url, auth="required", namespace_job_quota=2) as client:
+            made = [
+                await client.post("/jobs", json={"name": f"j{i}", **LOG_JOB}, headers=bearer(alpha))
+                for i in range(2)
+            ]
+            assert [r.status_code for r in made] == [201, 201]
+            over = await client.post("/jobs", json={"name": "j2", **LOG_JOB}, headers=bearer(alpha))
+            assert over.status_code == 422
+            problem = over.json()
+            assert problem["type"] == "https://scheduler.dev/problems/quota-exceeded"
+            assert problem["detail"] == (
+                "namespace 'alpha' holds its quota of 2 jobs; delete jobs before creating more"
+            )
+            other = await client.post("/jobs", json={"name": "j0", **LOG_JOB}, headers=bearer(beta))
+            assert other.status_code == 201
+            gone = await client.delete(f"/jobs/{made[0].json()['id']}", headers=bearer(alpha))
+            assert gone.status_code == 204
+            again = await client.post("/jobs", json={"name": "j2", **LOG_JOB}, headers=bearer(alpha))
+            assert again.status_code == 201
+
+    async def test_concurrent_creates_cannot_overshoot_the_quota(self, db_url, sql):
+        async with api(db_url, namespace_job_quota=5, db_pool_max=12) as client:
+            responses = await asyncio.gather(
+                *(client.post("/jobs", json={"name": f"race-{i}", **LOG_JOB}) for i in range(12))
+            )
+            assert sorted(r.status_code for r in responses) == [201] * 5 + [422] * 7
+        assert sql("SELECT count(*) FROM jobs WHERE namespace = 'default'") == [(5,)]
+
+    async def test_the_quota_leaves_updates_alone(self, db_url):
+        async with api(db_url, namespace_job_quota=1) as client:
+            job = await client.post("/jobs", json={"name": "only", **LOG_JOB})
+            assert job.status_code == 201
+            patched = await client.patch(f"/jobs/{job.json()['id']}", json={"description": "still fine"})
+            assert patched.status_code == 200
