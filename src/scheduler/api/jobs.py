@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 
 from scheduler.api.idempotent import guarded
 from scheduler.api.params import STATUS_LIST, label_filter, refuse_unknown_query
-from scheduler.api.problems import NUL_MESSAGE, invalid, problem_responses
+from scheduler.api.problems import problem_responses
 from scheduler.api.schemas import (
     MAX_APPLY_BODY,
     Applied,
@@ -98,8 +98,6 @@ class JobController(Controller):
         Filter labels as `key=value`; `failing=true` keeps the jobs whose newest finished run did not
         succeed.
         """
-        if name_prefix is not None and "\x00" in name_prefix:
-            raise invalid("name_prefix", NUL_MESSAGE, status=400)
         async with conn_for(request) as conn:
             found, next_cursor = await jobs.list_page(
                 conn,
@@ -264,11 +262,10 @@ class JobController(Controller):
         async with conn_for(request) as conn, conn.transaction():
 
             async def write() -> Response[RunOut]:
-                run = await jobs.trigger(
+                made = await jobs.trigger(
                     conn, namespace=namespace_of(request), job_id=job_id, now=now_of(request)
                 )
-                names = await run_ops.job_names(conn, namespace=namespace_of(request), runs=[run])
-                return Response(RunOut.of(run, names.get(run.job_id)), status_code=HTTP_202_ACCEPTED)
+                return Response(RunOut.of(*made), status_code=HTTP_202_ACCEPTED)
 
             return await guarded(request, conn, RunOut, write)
 

@@ -56,7 +56,7 @@ class RunController(Controller):
                 namespace=namespace_of(request),
                 cursor=cursor,
                 limit=limit,
-                now=now_of(request),
+                now=now,
                 job_id=job_id,
                 job_name=job_name,
                 statuses=statuses,
@@ -85,8 +85,7 @@ class RunController(Controller):
         """Cancel a pending or running run; its runner stops the call within a second. 409 once finished."""
         async with conn_for(request) as conn, conn.transaction():
             cancelled = await run_ops.cancel(conn, namespace=namespace_of(request), run_id=run_id)
-            names = await run_ops.job_names(conn, namespace=namespace_of(request), runs=[cancelled])
-        return RunOut.of(cancelled, names.get(cancelled.job_id))
+        return RunOut.of(*cancelled)
 
     @post(
         "/{run_id:uuid}/retry", status_code=HTTP_202_ACCEPTED, responses=problem_responses(401, 404, 409, 429)
@@ -100,7 +99,6 @@ class RunController(Controller):
 
             async def write() -> Response[RunOut]:
                 created = await run_ops.retry(conn, namespace=namespace_of(request), run_id=run_id)
-                names = await run_ops.job_names(conn, namespace=namespace_of(request), runs=[created])
-                return Response(RunOut.of(created, names.get(created.job_id)), status_code=HTTP_202_ACCEPTED)
+                return Response(RunOut.of(*created), status_code=HTTP_202_ACCEPTED)
 
             return await guarded(request, conn, RunOut, write)

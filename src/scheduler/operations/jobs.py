@@ -25,6 +25,7 @@ from scheduler.operations.errors import (
     QuotaExceededError,
     job_not_found,
 )
+from scheduler.operations.runs import JobRun
 
 # The fields that decide when a job fires: changing any of them recomputes next_run_at.
 TIMING_FIELDS = ("schedule", "timezone", "start_at", "end_at")
@@ -223,7 +224,7 @@ async def set_paused(conn: AsyncConn, *, namespace: str, job_id: UUID, paused: b
     return updated if updated is not None else job
 
 
-async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetime) -> Run:
+async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetime) -> JobRun:
     """Record a `manual` run of the job slotted at ``now``, as its overlap policy decides.
 
     A manual run that starts is left pending for the runners, available at once.
@@ -248,7 +249,7 @@ async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetim
     )
     if run is None:
         raise ConflictError("the job was triggered at this very instant already")
-    return run
+    return JobRun(run, job.name)
 
 
 async def remove(conn: AsyncConn, *, namespace: str, job_id: UUID) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from scheduler.db import store
@@ -12,6 +13,13 @@ from scheduler.domain.models import Job, OverlapPolicy, Run, RunStatus, RunTrigg
 from scheduler.domain.retry import RETRYABLE_BY_REQUEST
 from scheduler.operations import fires, pages
 from scheduler.operations.errors import ConflictError, MalformedError, run_not_found
+
+
+class JobRun(NamedTuple):
+    """A run an operation made or changed, with the name of its job (locked, so at hand)."""
+
+    run: Run
+    job_name: str
 
 
 async def get(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
@@ -31,7 +39,7 @@ async def _with_locked_job(conn: AsyncConn, *, namespace: str, run_id: UUID) -> 
     return run, job
 
 
-async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
+async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> JobRun:
     """Cancel a pending or running run (ConflictError once finished); its runner is told at commit."""
     run, job = await _with_locked_job(conn, namespace=namespace, run_id=run_id)
     cancelled = await store.run_cancel(
@@ -43,14 +51,14 @@ async def cancel(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
         raise ConflictError(f"run {run_id} already finished ({status})")
     if job.overlap is OverlapPolicy.QUEUE and run.status is RunStatus.RUNNING:
         await fires.runs_ended(conn, queue_job_ids=[job.id])
-    return cancelled
+    return JobRun(cancelled, job.name)
 
 
-async def retry(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
+async def retry(conn: AsyncConn, *, namespace: str, run_id: UUID) -> JobRun:
     """Record the next attempt of a slot whose newest attempt failed, timed out, was cancelled or lost."""
     # The job's lock orders this attempt against a runner recording one, and its count of
     # unfinished runs that the insert raises.
-    run, _ = await _with_locked_job(conn, namespace=namespace, run_id=run_id)
+    run, job = await _with_locked_job(conn, namespace=namespace, run_id=run_id)
     if run.status not in RETRYABLE_BY_REQUEST:
         raise ConflictError(
             f"run {run_id} is {run.status}; only failed, timed_out, cancelled or lost runs can be retried"
@@ -66,7 +74,7 @@ async def retry(conn: AsyncConn, *, namespace: str, run_id: UUID) -> Run:
     )
     if created is None:
         raise ConflictError(f"attempt {latest + 1} of this slot exists already")
-    return created
+    return JobRun(created, job.name)
 
 
 def statuses_of(text: str | None) -> list[RunStatus] | None:

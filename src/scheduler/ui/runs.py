@@ -130,9 +130,9 @@ class RunPages(ConsolePages):
             await posted_form(request, viewer)
             async with conn_for(request) as conn, conn.transaction():
                 if action == "cancel":
-                    done = await run_ops.cancel(conn, namespace=namespace, run_id=run_id)
+                    done, _ = await run_ops.cancel(conn, namespace=namespace, run_id=run_id)
                 else:
-                    done = await run_ops.retry(conn, namespace=namespace, run_id=run_id)
+                    done, _ = await run_ops.retry(conn, namespace=namespace, run_id=run_id)
         except REFUSALS as problem:
             return await error_page(request, viewer, problem, f"/ui/runs/{run_id}")
         return redirect(f"/ui/runs/{done.id}", done="cancelled" if action == "cancel" else "retried")
