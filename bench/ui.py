@@ -1,9 +1,11 @@
 """The web console at size: server time of its pages with 100,000 jobs in one namespace.
 
-Seeds 100,000 jobs (1% paused, 1% failing) and 50 hourly runs for each of the first 5,000 jobs by
-name and of the jobs on a deep page, then times each page in-process (the ASGI app without a
-network between, so the figure is the server's: queries, SVG and template). Also times GET /runs
-and prints the plan of its query. Writes bench/results/ui.json.
+Seeds 100,000 jobs (1% paused, 1% failing) and 50 hourly slots for each of the first 5,000 jobs by
+name and of the jobs on a deep page (a tenth of the slots fail once and succeed on a retry), then
+times each page in-process (the ASGI app without a network between, so the figure is the server's:
+queries, SVG and template). The jobs page counts every state of the namespace on each request; its
+orders other than by name have no index and scan the namespace. Also times GET /runs and prints
+the plan of its query. Writes bench/results/ui.json.
 
     .venv/bin/python -m bench.ui [--jobs 100000] [--requests 30]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -53,6 +56,16 @@ CROSS JOIN LATERAL (
     SELECT date_trunc('hour', now()) - make_interval(hours => h) AS slot FROM generate_series(1, 50) AS h
 ) s
 """
+# Each failed first attempt gets a retry a few seconds later that succeeds: slots, not attempts.
+SEED_RETRIES = """
+INSERT INTO runs (id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+                  duration_ms, http_status)
+SELECT (lpad(to_hex((extract(epoch FROM scheduled_for) * 1000)::bigint), 12, '0') || '7'
+        || substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid,
+       job_id, scheduled_for, 'retry', 2, 'succeeded', 'bench:1', started_at + interval '5 s',
+       finished_at + interval '5 s', duration_ms, 200
+FROM runs WHERE attempt = 1 AND status = 'failed'
+"""
 MARK_JOBS = """
 UPDATE jobs SET paused = (abs(hashtext(name)) % 100 = 0),
                 next_run_at = CASE WHEN abs(hashtext(name)) % 100 = 0 THEN NULL ELSE next_run_at END,
@@ -74,6 +87,7 @@ def seed(jobs: int) -> tuple[str, list[str]]:
         with_runs = names[:5000] + deep
         for start in range(0, len(with_runs), 1000):
             conn.execute(SEED_RUNS.encode(), {"names": with_runs[start : start + 1000]})
+        conn.execute(SEED_RETRIES.encode())
         conn.execute(b"VACUUM ANALYZE jobs")
         conn.execute(b"VACUUM ANALYZE runs")
     return url, deep
@@ -123,7 +137,8 @@ def plan_of_runs_list(url: str) -> str:
                 "before_id": "ffffffff-ffff-ffff-ffff-ffffffffffff",
                 "before_slot": datetime.now(UTC) + timedelta(hours=1),
                 "since": datetime(1, 1, 2, tzinfo=UTC),
-                "status": None,
+                "labels": "{}",
+                "statuses": None,
                 "trigger": None,
                 "limit": 50,
             },
@@ -138,16 +153,27 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the table
     started = time.perf_counter()
     url, deep = seed(args.jobs)
     seeded_s = time.perf_counter() - started
     with psycopg.connect(url, autocommit=True) as conn:
         some = conn.execute(b"SELECT id FROM jobs WHERE name = %s", (deep[0],)).fetchone()
         run_count = conn.execute(b"SELECT count(*) FROM runs").fetchone()
+        middle = conn.execute(
+            b"SELECT name, next_run_at FROM jobs WHERE next_run_at IS NOT NULL ORDER BY next_run_at, name"
+            b" OFFSET %s LIMIT 1",
+            (args.jobs // 2,),
+        ).fetchone()
     job_id = some[0] if some else None
+    next_cursor = encode_cursor(f"next|{middle[1].isoformat()}|{middle[0]}") if middle else ""
     pages = [
         ("jobs, first page", "/ui/jobs"),
         ("jobs, deep page (60%)", f"/ui/jobs?cursor={encode_cursor(deep[0])}"),
+        ("jobs, by next run", "/ui/jobs?sort=next"),
+        ("jobs, by last run", "/ui/jobs?sort=last"),
+        ("jobs, by created", "/ui/jobs?sort=created"),
+        ("jobs, by next run, a later page", f"/ui/jobs?sort=next&cursor={next_cursor}"),
         ("jobs, name prefix", "/ui/jobs?q=job-50000-"),
         ("jobs, label filter (none match)", "/ui/jobs?label=team:none"),
         ("jobs, paused (1%)", "/ui/jobs?state=paused"),

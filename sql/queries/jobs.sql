@@ -1,4 +1,10 @@
 -- Jobs: the schedules. Requests create, read and change them; runners claim the due ones.
+--
+-- Every query names the columns it returns, never `*` (tests/unit/test_sql_columns.py): a statement
+-- psycopg has prepared on a connection fails once a migration changes what its `*` expands to
+-- ("cached plan must not change result type"), so a release reading `*` breaks when the next one
+-- adds a column. Jobs are returned in the order of the Job row shape (store.jobs), which reads a
+-- row in that order without picking its columns out.
 
 -- ======================================================================================= requests
 
@@ -9,38 +15,76 @@ WITH created AS (
     INSERT INTO jobs (
         id, namespace, name, description, schedule, timezone, start_at, end_at, anchor_at, action,
         timeout_s, retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
-        misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at
+        misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, schedules, exclusions,
+        notify
     ) VALUES (
         %(id)s, %(namespace)s, %(name)s, %(description)s, %(schedule)s, %(timezone)s, %(start_at)s,
         %(end_at)s, %(anchor_at)s, %(action)s::jsonb, %(timeout_s)s, %(retry_max_attempts)s,
         %(retry_min_backoff_s)s, %(retry_max_backoff_s)s, %(misfire_policy)s::misfire_policy,
         %(misfire_grace_s)s, %(misfire_window_s)s, %(overlap)s::overlap_policy, %(paused)s,
-        %(labels)s::jsonb, %(next_run_at)s
+        %(labels)s::jsonb, %(next_run_at)s, %(schedules)s::jsonb, %(exclusions)s::jsonb,
+        %(notify)s::jsonb
     )
     ON CONFLICT ON CONSTRAINT jobs_namespace_name_key DO NOTHING
-    RETURNING *
+    RETURNING
+        id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+        retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+        misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+        schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+        last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+        consecutive_failures, failed_slots
 ), wake AS (
     SELECT pg_notify('scheduler_wake', '') FROM created
     WHERE created.next_run_at < now() + interval '60 seconds'
 )
-SELECT created.* FROM created LEFT JOIN wake ON true
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM created LEFT JOIN wake ON true
 
 -- name: job_get
 -- Point lookup by primary key; the namespace check makes another tenant's id look absent.
-SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s
 
 -- name: job_lock
 -- Locks the job for a request that changes it together with its runs (update, trigger, delete);
 -- every writer takes the job row before any of its run rows, so they cannot deadlock.
-SELECT * FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
 
 -- name: job_get_by_name
 -- Lookup on jobs_namespace_name_key: a job as the deploy that declared it names it.
-SELECT * FROM jobs WHERE namespace = %(namespace)s AND name = %(name)s
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs WHERE namespace = %(namespace)s AND name = %(name)s
 
 -- name: job_lock_by_name
 -- Locks the job of this name for a write by name (PUT /jobs/by-name/{name}); none when no job has it.
-SELECT * FROM jobs WHERE namespace = %(namespace)s AND name = %(name)s FOR UPDATE
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs WHERE namespace = %(namespace)s AND name = %(name)s FOR UPDATE
 
 -- name: job_apply_lock
 -- Applies in one namespace take turns: each holds this lock to its commit, so two deploys never
@@ -50,7 +94,13 @@ SELECT pg_advisory_xact_lock(hashtextextended('scheduler.apply:' || %(namespace)
 -- name: job_lock_for_apply
 -- Locks every job an apply may change: those it names and, for prune, those its selector matches.
 -- In name order, so two applies over overlapping sets take their locks in one order.
-SELECT * FROM jobs
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs
 WHERE namespace = %(namespace)s
   AND (name = ANY(%(names)s::text[]) OR (%(prune)s AND labels @> %(selector)s::jsonb))
 ORDER BY name
@@ -61,7 +111,13 @@ FOR UPDATE
 -- costs what the first does, and a name prefix is a range of the same index (the bounds are passed
 -- explicitly so the plan does not depend on LIKE analysis). Filters not asked for are passed as
 -- always-true values, keeping one plan.
-SELECT * FROM jobs
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs
 WHERE namespace = %(namespace)s
   AND name > %(after_name)s
   AND name >= %(prefix_low)s AND name < %(prefix_high)s
@@ -73,7 +129,13 @@ LIMIT %(limit)s
 -- name: job_list_failing
 -- The console's "failing" filter: jobs whose last run did not succeed, in name order on the same
 -- keyset as job_list (a failing job is rare, so the name index is walked with the filter).
-SELECT * FROM jobs
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM jobs
 WHERE namespace = %(namespace)s
   AND name > %(after_name)s
   AND name >= %(prefix_low)s AND name < %(prefix_high)s
@@ -111,15 +173,30 @@ WITH updated AS (
         paused = %(paused)s,
         labels = %(labels)s::jsonb,
         next_run_at = %(next_run_at)s,
+        schedules = %(schedules)s::jsonb,
+        exclusions = %(exclusions)s::jsonb,
+        notify = %(notify)s::jsonb,
         updated_at = now(),
         version = version + 1
     WHERE id = %(id)s AND namespace = %(namespace)s
-    RETURNING *
+    RETURNING
+        id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+        retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+        misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+        schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+        last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+        consecutive_failures, failed_slots
 ), wake AS (
     SELECT pg_notify('scheduler_wake', '') FROM updated
     WHERE updated.next_run_at < now() + interval '60 seconds'
 )
-SELECT updated.* FROM updated LEFT JOIN wake ON true
+SELECT id, namespace, name, description, schedule, timezone, start_at, end_at, action, timeout_s,
+       retry_max_attempts, retry_min_backoff_s, retry_max_backoff_s, misfire_policy,
+       misfire_grace_s, misfire_window_s, overlap, paused, labels, next_run_at, anchor_at,
+       schedules, exclusions, notify, last_run_id, last_run_status, last_run_scheduled_for,
+       last_run_finished_at, created_at, updated_at, version, active_runs, pause_note,
+       consecutive_failures, failed_slots
+FROM updated LEFT JOIN wake ON true
 
 -- name: job_pause_note_set
 -- The console's note on a paused job (NULL clears it); the caller holds the job's lock.
@@ -140,7 +217,7 @@ SELECT
     j.id, j.namespace, j.name, j.schedule, j.timezone, j.start_at, j.end_at, j.anchor_at,
     j.next_run_at, j.action, j.timeout_s, j.retry_max_attempts, j.retry_min_backoff_s,
     j.retry_max_backoff_s, j.misfire_policy, j.misfire_grace_s, j.misfire_window_s, j.overlap,
-    j.active_runs, coalesce(%(now)s::timestamptz, now()) AS db_now
+    j.active_runs, j.schedules, j.exclusions, coalesce(%(now)s::timestamptz, now()) AS db_now
 FROM jobs j
 WHERE j.next_run_at <= coalesce(%(now)s::timestamptz, now())
 ORDER BY j.next_run_at
@@ -166,3 +243,14 @@ SELECT
 SELECT count(*) AS backlog FROM (
     SELECT 1 FROM jobs WHERE next_run_at <= coalesce(%(now)s::timestamptz, now()) LIMIT 1000000
 ) AS due
+
+-- name: job_count_failing
+-- The failing-jobs gauge: per namespace, the jobs whose newest finished runs did not succeed
+-- (consecutive_failures > 0). One scan of the jobs table every backlog round; groups are as many as
+-- namespaces with a failing job, capped so the answer stays small whatever the fleet holds.
+SELECT namespace, count(*) AS failing
+FROM jobs
+WHERE consecutive_failures > 0
+GROUP BY namespace
+ORDER BY namespace
+LIMIT 10000

@@ -8,6 +8,9 @@
 -- moves runs into or out of those statuses changes its jobs' active_runs by the rows it moved, in
 -- the same statement, and never clamps it: a count that would go below zero fails the CHECK on
 -- jobs.active_runs instead of hiding the drift (tests/integration/test_active_runs.py).
+--
+-- Every query names the columns it returns and reads, never `*` (tests/unit/test_sql_columns.py):
+-- see the head of jobs.sql.
 
 -- ================================================================================= recording runs
 
@@ -59,6 +62,7 @@ WITH clock AS (
         last_run_id = coalesce(p.last_id, j.last_run_id),
         last_run_status = CASE WHEN p.last_id IS NULL THEN j.last_run_status ELSE 'succeeded' END,
         consecutive_failures = CASE WHEN p.last_id IS NULL THEN j.consecutive_failures ELSE 0 END,
+        failed_slots = CASE WHEN p.last_id IS NULL THEN j.failed_slots ELSE 0 END,
         last_run_scheduled_for = coalesce(p.last_slot, j.last_run_scheduled_for),
         last_run_finished_at = CASE WHEN p.last_id IS NULL THEN j.last_run_finished_at ELSE clock.now END
     FROM clock, unnest(
@@ -87,7 +91,9 @@ WITH created AS (
         %(error)s
     )
     ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING
-    RETURNING *
+    RETURNING
+        id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+        duration_ms, http_status, output, error, available_at, created_at
 ), counted AS (
     UPDATE jobs SET active_runs = active_runs + 1
     FROM created WHERE jobs.id = created.job_id AND run_status_unfinished(created.status)
@@ -159,9 +165,11 @@ SELECT id, pg_notify('scheduler_wake', '') FROM released
 
 -- name: run_find_expired
 -- The rescuer's sweep: running rows whose lease ran out (their runner died, froze or lost the
--- database), with what the retry decision needs. The partial index holds only running rows.
+-- database), with what the retry decision needs and the job's namespace and name for the metrics
+-- and the log lines. The partial index holds only running rows.
 SELECT r.id AS run_id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.runner,
-       j.retry_max_attempts, j.retry_min_backoff_s, j.retry_max_backoff_s, j.overlap
+       j.retry_max_attempts, j.retry_min_backoff_s, j.retry_max_backoff_s, j.overlap,
+       j.namespace, j.name AS job_name
 FROM runs r
 JOIN jobs j ON j.id = r.job_id
 WHERE r.status = 'running' AND r.lease_expires_at < coalesce(%(now)s::timestamptz, now())
@@ -176,14 +184,24 @@ LIMIT %(limit)s
 -- wrote. A NULL token is the rescuer's: it ends the row only if its lease has expired. The jobs of
 -- accepted rows get their last_run and their count of unfinished runs in the same statement; their
 -- rows were locked first by job_lock_many. The rescuer may pass the `now` its sweep used.
+-- `requests` and `response_headers` are what an HTTP attempt sent and got back, already masked
+-- by the runner (JSON, or NULL: log actions, rescues).
+-- `finals` says which outcomes end their slot (no retry follows): those count in failed_slots, and
+-- where that count reaches the job's notify.after, or a success ends a streak reported failing, the
+-- event goes into the notifications outbox in this same statement (and notify.pause_after pauses
+-- the job), so an event exists exactly when the outcome that caused it was committed.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), outcome AS (
-    SELECT * FROM unnest(
+    SELECT id, scheduled_for, lease_token, status, duration_ms, http_status, output, error, final,
+           request, response_headers
+    FROM unnest(
         %(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[],
         %(statuses)b::run_status[], %(durations_ms)b::integer[], %(http_statuses)b::integer[],
-        %(outputs)b::text[], %(errors)b::text[]
-    ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error)
+        %(outputs)b::text[], %(errors)b::text[], %(finals)b::boolean[],
+        %(requests)b::jsonb[], %(response_headers)b::jsonb[]
+    ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error, final,
+           request, response_headers)
 ), done AS (
     UPDATE runs r SET
         status = o.status,
@@ -192,17 +210,21 @@ WITH clock AS (
         http_status = o.http_status,
         output = o.output,
         error = o.error,
+        request = o.request,
+        response_headers = o.response_headers,
         lease_expires_at = NULL
     FROM outcome o, clock
     WHERE r.id = o.id
       AND r.scheduled_for = o.scheduled_for
       AND r.status = 'running'
       AND (r.lease_token = o.lease_token OR (o.lease_token IS NULL AND r.lease_expires_at < clock.now))
-    RETURNING r.id, r.job_id, r.status, r.scheduled_for, r.finished_at
+    RETURNING r.id, r.job_id, r.status, r.scheduled_for, r.finished_at, o.final
 ), per_job AS (
     SELECT DISTINCT ON (job_id)
         job_id, id, status, scheduled_for, finished_at, count(*) OVER (PARTITION BY job_id) AS ended,
-        count(*) FILTER (WHERE status NOT IN ('succeeded', 'skipped')) OVER (PARTITION BY job_id) AS failed
+        count(*) FILTER (WHERE status NOT IN ('succeeded', 'skipped')) OVER (PARTITION BY job_id) AS failed,
+        count(*) FILTER (WHERE final AND status NOT IN ('succeeded', 'skipped'))
+            OVER (PARTITION BY job_id) AS failed_final
     FROM done
     ORDER BY job_id, scheduled_for DESC
 ), jobs_done AS (
@@ -215,15 +237,68 @@ WITH clock AS (
             WHEN p.status = 'skipped' THEN j.consecutive_failures
             ELSE j.consecutive_failures + p.failed
         END,
+        failed_slots = p.failed_after,
+        paused = j.paused OR p.pauses,
+        next_run_at = CASE WHEN p.pauses THEN NULL ELSE j.next_run_at END,
+        pause_note = CASE
+            WHEN p.pauses THEN format(
+                'paused by notify.pause_after: %%s slots in a row failed, the last in run %%s', p.failed_after, p.id
+            )
+            ELSE j.pause_note
+        END,
+        version = CASE WHEN p.pauses THEN j.version + 1 ELSE j.version END,
+        updated_at = CASE WHEN p.pauses THEN clock.now ELSE j.updated_at END,
         last_run_scheduled_for = CASE WHEN p.newer THEN p.scheduled_for ELSE j.last_run_scheduled_for END,
         last_run_finished_at = CASE WHEN p.newer THEN p.finished_at ELSE j.last_run_finished_at END
-    FROM (
-        -- An older slot finishing late (overlap "allow") does not replace a newer last_run.
-        SELECT per_job.*, (jj.last_run_scheduled_for IS NULL
-                           OR per_job.scheduled_for >= jj.last_run_scheduled_for) AS newer
-        FROM per_job JOIN jobs jj ON jj.id = per_job.job_id
+    FROM clock, (
+        SELECT s.job_id, s.id, s.status, s.scheduled_for, s.finished_at, s.ended, s.failed, s.newer,
+               s.notify, s.failed_before, s.failed_after, coalesce(
+            s.failed_final > 0 AND NOT s.was_paused AND s.failed_after >= (s.notify ->> 'pause_after')::integer,
+            false
+        ) AS pauses
+        FROM (
+            -- An older slot finishing late (overlap "allow") does not replace a newer last_run.
+            SELECT per_job.job_id, per_job.id, per_job.status, per_job.scheduled_for,
+                   per_job.finished_at, per_job.ended, per_job.failed, per_job.failed_final,
+                   (jj.last_run_scheduled_for IS NULL
+                    OR per_job.scheduled_for >= jj.last_run_scheduled_for) AS newer,
+                   jj.notify, jj.paused AS was_paused, jj.failed_slots AS failed_before,
+                   CASE
+                       WHEN per_job.status = 'succeeded' THEN 0
+                       WHEN per_job.status = 'skipped' THEN jj.failed_slots
+                       ELSE jj.failed_slots + per_job.failed_final
+                   END AS failed_after
+            FROM per_job JOIN jobs jj ON jj.id = per_job.job_id
+        ) s
     ) p
     WHERE j.id = p.job_id
+    RETURNING j.id, j.namespace, p.id AS run_id, p.scheduled_for AS run_scheduled_for, p.notify,
+              p.failed_before, p.failed_after, p.pauses
+), notified AS (
+    -- job.failing when the count reaches notify.after; job.recovered when a success ends a streak
+    -- whose newest event is a job.failing (the lookup runs only for a job whose streak just ended).
+    INSERT INTO notifications (
+        job_id, namespace, event, run_id, run_scheduled_for, failed_slots, paused, url, available_at,
+        created_at
+    )
+    SELECT d.id, d.namespace, e.event, d.run_id, d.run_scheduled_for, e.failed_slots, d.pauses,
+           d.notify ->> 'url', clock.now, clock.now
+    FROM clock, jobs_done d
+    CROSS JOIN LATERAL (
+        SELECT 'job.failing'::notification_event, d.failed_after
+        WHERE d.failed_before < coalesce((d.notify ->> 'after')::integer, 3)
+          AND d.failed_after >= coalesce((d.notify ->> 'after')::integer, 3)
+        UNION ALL
+        SELECT 'job.recovered'::notification_event, d.failed_before
+        WHERE CASE
+            WHEN d.failed_after = 0 AND d.failed_before > 0
+                 AND coalesce((d.notify ->> 'on_recovery')::boolean, true)
+            THEN (SELECT n.event FROM notifications n WHERE n.job_id = d.id ORDER BY n.seq DESC LIMIT 1)
+                 = 'job.failing'
+            ELSE false
+        END
+    ) AS e(event, failed_slots)
+    WHERE d.notify ->> 'url' IS NOT NULL
 )
 SELECT id FROM done
 
@@ -239,7 +314,9 @@ WITH cancelled AS (
         error = %(reason)s,
         lease_expires_at = NULL
     WHERE id = %(id)s AND scheduled_for = %(scheduled_for)s AND run_status_unfinished(status)
-    RETURNING *
+    RETURNING
+        id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, finished_at,
+        duration_ms, http_status, output, error, available_at, created_at
 ), counted AS (
     UPDATE jobs SET active_runs = active_runs - 1
     FROM cancelled WHERE jobs.id = cancelled.job_id
@@ -334,6 +411,21 @@ SELECT id, job_id, scheduled_for, trigger, attempt, status, runner, started_at, 
 FROM runs
 WHERE job_id = %(job_id)s AND scheduled_for = %(scheduled_for)s
 ORDER BY attempt
+
+-- name: run_attempts_of_slots
+-- Every attempt of each of these slots (job, slot), first to last within a slot: the console's runs
+-- page shows a slot with all its attempts even when a filter matched only some. One probe of
+-- runs_slot_key per slot; the slots given are those of one page, so a few dozen.
+SELECT r.id, r.job_id, r.scheduled_for, r.trigger, r.attempt, r.status, r.runner, r.started_at,
+       r.finished_at, r.duration_ms, r.http_status, r.output, r.error, r.available_at, r.created_at
+FROM unnest(%(job_ids)b::uuid[], %(slots)b::timestamptz[]) AS k(job_id, scheduled_for)
+JOIN runs r ON r.job_id = k.job_id AND r.scheduled_for = k.scheduled_for
+ORDER BY r.job_id, r.scheduled_for, r.attempt
+
+-- name: run_exchange_get
+-- What one attempt sent and got back beyond status and body (the run page, GET /runs/{id}): kept
+-- out of the listings, which would carry it for every row. The slot prunes to one partition.
+SELECT request, response_headers FROM runs WHERE id = %(id)s AND scheduled_for = %(scheduled_for)s
 
 -- name: run_list_namespace
 -- The namespace's runs across jobs, newest first by id: a run's UUIDv7 time is its slot to the

@@ -14,6 +14,60 @@ INSERT INTO namespace_usage (namespace, jobs) VALUES (%(namespace)s, greatest(%(
 ON CONFLICT (namespace) DO UPDATE SET jobs = greatest(namespace_usage.jobs + %(delta)s, 0)
 RETURNING jobs
 
+-- name: namespace_usage_shards_ensure
+-- The namespace's 16 shard rows, made by its first create (a no-op once they exist; never a lock).
+INSERT INTO namespace_usage_shards (namespace, shard)
+SELECT %(namespace)s, shard FROM generate_series(0, 15) AS shard
+ON CONFLICT (namespace, shard) DO NOTHING
+
+-- name: namespace_usage_take_one
+-- Counts one new job into shard `shard` if it is under its share of the quota (the room the
+-- quota leaves over namespace_usage, split evenly over the 16 shards) and the namespace's total
+-- is under the quota. The share keeps racing creates exact; the total keeps the count exact when
+-- shares shrank (the quota lowered, or a previous release counting into namespace_usage during an
+-- upgrade) and one shard holds more than its share. A full shard is not locked, so a create that
+-- goes on to try another holds nothing meanwhile. No row: full (or the shard row is not there yet).
+WITH base AS (
+    SELECT coalesce((SELECT jobs FROM namespace_usage WHERE namespace = %(namespace)s), 0) AS jobs
+), room AS (
+    SELECT greatest(%(quota)s - base.jobs, 0) AS left_over,
+           base.jobs + coalesce(
+               (SELECT sum(jobs) FROM namespace_usage_shards WHERE namespace = %(namespace)s), 0
+           ) AS total
+    FROM base
+)
+UPDATE namespace_usage_shards s SET jobs = s.jobs + 1
+FROM room
+WHERE s.namespace = %(namespace)s AND s.shard = %(shard)s
+  AND s.jobs < room.left_over / 16 + (s.shard < mod(room.left_over, 16))::int
+  AND room.total < %(quota)s
+RETURNING s.jobs
+
+-- name: namespace_usage_give_back_one
+-- Counts one deleted job out of shard `shard`, if that shard holds any.
+UPDATE namespace_usage_shards SET jobs = jobs - 1
+WHERE namespace = %(namespace)s AND shard = %(shard)s AND jobs > 0
+RETURNING jobs
+
+-- name: namespace_usage_lock_shards
+-- Every shard of the namespace, locked in shard order (a create holds at most one shard and waits
+-- for nothing while it does, so this order cannot deadlock with it), with each one's share.
+WITH room AS (
+    SELECT greatest(%(quota)s - coalesce(
+        (SELECT jobs FROM namespace_usage WHERE namespace = %(namespace)s), 0), 0) AS left_over
+)
+SELECT s.shard, s.jobs, room.left_over / 16 + (s.shard < mod(room.left_over, 16))::int AS share
+FROM namespace_usage_shards s, room
+WHERE s.namespace = %(namespace)s
+ORDER BY s.shard
+FOR UPDATE OF s
+
+-- name: namespace_usage_set_shards
+-- Writes the counts a bulk change decided for the shards it locked.
+UPDATE namespace_usage_shards s SET jobs = c.jobs
+FROM unnest(%(shards)s::smallint[], %(counts)s::bigint[]) AS c(shard, jobs)
+WHERE s.namespace = %(namespace)s AND s.shard = c.shard
+
 -- ======================================================================================= api keys
 
 -- name: api_key_insert

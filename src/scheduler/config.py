@@ -7,7 +7,11 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -34,6 +38,24 @@ class Settings:
     """Failed authentications (unknown `sk_` keys) a client address may make per second after its burst."""
     auth_failure_burst: int = 20
     """Failed authentications a client address may make at once; past them it gets 429 and no key lookup."""
+    auth_jwt_issuer: str | None = None
+    """The `iss` bearer JWTs must carry; set, it turns tokens on beside API keys."""
+    auth_jwt_audience: str | None = None
+    """The `aud` bearer JWTs must carry (required with the issuer)."""
+    auth_jwt_jwks_url: str | None = None
+    """Where the issuer publishes its signing keys (https, or http to a loopback address)."""
+    auth_jwt_public_key_file: str | None = None
+    """A PEM public key (or certificate) that signs the tokens, instead of a JWKS URL."""
+    auth_jwt_namespace_claim: str = "scheduler_namespace"
+    """The claim that names the token's namespace."""
+    auth_jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    """The signature algorithms accepted; asymmetric ones only."""
+    auth_jwt_leeway_s: float = 30.0
+    """Clock skew allowed when `exp` and `nbf` are checked."""
+    auth_jwt_jwks_ttl_s: float = 300.0
+    """How old the fetched JWKS may grow before a request starts a refresh in the background."""
+    auth_jwt_jwks_min_refresh_s: float = 30.0
+    """Shortest time between two JWKS fetches, so tokens with made-up `kid`s cannot hammer the issuer."""
     namespace_job_quota: int = 100_000
     """Most jobs one namespace may hold; creating one more answers 422."""
     http_allow_nets: tuple[Network, ...] = ()
@@ -41,6 +63,8 @@ class Settings:
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_port: int | None = None
+    metrics_max_namespaces: int = 100
+    """Namespaces a process labels its series with by name; the ones it meets after them share `_other`."""
     runner_concurrency: int = 1000
     """HTTP actions in flight per runner (SPEC 7): webhooks mostly wait on the network, not the CPU."""
     claim_batch: int = 500
@@ -86,6 +110,7 @@ _INT_RANGES: Mapping[str, tuple[int, int]] = {
     "port": (1, 65535),
     "api_workers": (1, 64),
     "metrics_port": (1, 65535),
+    "metrics_max_namespaces": (1, 10_000),
     "runner_concurrency": (1, 10_000),
     "claim_batch": (1, 10_000),
     "run_retention_days": (1, 3650),
@@ -101,6 +126,9 @@ _FLOAT_RANGES: Mapping[str, tuple[float, float]] = {
     "lease_s": (1.0, 3600.0),
     "shutdown_grace_s": (0.0, 3600.0),
     "db_max_lifetime_s": (10.0, 86_400.0),
+    "auth_jwt_leeway_s": (0.0, 300.0),
+    "auth_jwt_jwks_ttl_s": (10.0, 86_400.0),
+    "auth_jwt_jwks_min_refresh_s": (1.0, 3600.0),
 }
 
 
@@ -146,6 +174,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field.name] = real
         elif field.name == "http_allow_nets":
             values[field.name] = _parse_nets(name, raw)
+        elif field.name == "auth_jwt_algorithms":
+            values[field.name] = _parse_jwt_algorithms(name, raw)
         elif field.name in _CHOICES:
             choice = raw.strip().lower()
             if choice not in _CHOICES[field.name]:
@@ -153,7 +183,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[field.name] = choice
         else:
             values[field.name] = raw
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _check_jwt(settings)
+    return settings
 
 
 _CHOICES: Mapping[str, tuple[str, ...]] = {
@@ -162,3 +194,141 @@ _CHOICES: Mapping[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "database_pooler": ("none", "session", "transaction"),
 }
+
+
+# ---------------------------------------------------------------------------------- bearer JWTs
+
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+"""What a bearer token may be signed with: asymmetric only, so what checks a token cannot make one."""
+MIN_RSA_BITS = 2048
+_EC_CURVES: Mapping[str, str] = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_MAX_PEM_BYTES = 64 * 1024
+
+
+def _parse_jwt_algorithms(name: str, raw: str) -> tuple[str, ...]:
+    by_upper = {algorithm.upper(): algorithm for algorithm in JWT_ALGORITHMS}
+    chosen: list[str] = []
+    for part in raw.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        known = by_upper.get(item.upper())
+        if known is None:
+            why = (
+                "is refused: a shared-secret or unsigned token could be made by anyone holding what checks it"
+                if item.upper().startswith("HS") or item.lower() == "none"
+                else "is not a JWT signature algorithm we accept"
+            )
+            raise ConfigError(f"{name}: {item!r} {why}; choose from {', '.join(JWT_ALGORITHMS)}")
+        if known not in chosen:
+            chosen.append(known)
+    if not chosen:
+        raise ConfigError(f"{name}: name at least one of {', '.join(JWT_ALGORITHMS)}")
+    return tuple(chosen)
+
+
+def load_jwt_public_key(path: str) -> PublicKeyTypes:
+    """The public key in a PEM file (a public key or a certificate); OSError or ValueError otherwise."""
+    from cryptography import x509  # noqa: PLC0415 - only services that check tokens need it
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    with open(path, "rb") as file:  # noqa: PTH123 - a path given by the operator, read once
+        data = file.read(_MAX_PEM_BYTES + 1)
+    if len(data) > _MAX_PEM_BYTES:
+        raise ValueError("larger than any public key")
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificate(data).public_key()
+    return serialization.load_pem_public_key(data)
+
+
+def jwt_algorithms_fitting(key: object) -> frozenset[str]:
+    """The algorithms of JWT_ALGORITHMS that verify with ``key`` (none for RSA keys under 2048 bits)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa  # noqa: PLC0415
+
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            return frozenset()
+        return frozenset(a for a in JWT_ALGORITHMS if a.startswith(("RS", "PS")))
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return frozenset(a for a, curve in _EC_CURVES.items() if key.curve.name == curve)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return frozenset({"EdDSA"})
+    return frozenset()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_jwks_url(url: str) -> None:
+    name = "SCHEDULER_AUTH_JWT_JWKS_URL"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if host is None or parts.scheme not in ("https", "http"):
+        raise ConfigError(f"{name}: expected an https:// URL, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{name}: plain http is allowed to a loopback address only (anyone on the way could swap "
+            f"the keys); use https, got {url!r}"
+        )
+
+
+def _check_jwt_key_file(settings: Settings, path: str) -> None:
+    name = "SCHEDULER_AUTH_JWT_PUBLIC_KEY_FILE"
+    try:
+        key = load_jwt_public_key(path)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r} ({exc.strerror or exc})") from None
+    except ValueError:
+        raise ConfigError(f"{name}: {path!r} holds no PEM public key or certificate") from None
+    fitting = jwt_algorithms_fitting(key)
+    if not fitting & set(settings.auth_jwt_algorithms):
+        takes = ", ".join(sorted(fitting)) or f"none: RSA keys need {MIN_RSA_BITS} bits or more"
+        raise ConfigError(
+            f"SCHEDULER_AUTH_JWT_ALGORITHMS: none of {', '.join(settings.auth_jwt_algorithms)} "
+            f"verifies the key in {path!r} (it takes {takes})"
+        )
+
+
+def _check_jwt(settings: Settings) -> None:
+    """Refuse a JWT configuration that could not check a token, naming the variable to fix."""
+    if settings.auth_jwt_issuer is None:
+        for field_name in ("auth_jwt_audience", "auth_jwt_jwks_url", "auth_jwt_public_key_file"):
+            if getattr(settings, field_name) is not None:
+                raise ConfigError(
+                    f"SCHEDULER_AUTH_JWT_ISSUER: required when {_PREFIX}{field_name.upper()} is set "
+                    "(tokens are accepted from one issuer)"
+                )
+        return
+    if settings.auth_jwt_audience is None:
+        raise ConfigError(
+            "SCHEDULER_AUTH_JWT_AUDIENCE: required with SCHEDULER_AUTH_JWT_ISSUER, so that a token "
+            "the issuer made for another service is not accepted here"
+        )
+    url, path = settings.auth_jwt_jwks_url, settings.auth_jwt_public_key_file
+    if url is None and path is None:
+        raise ConfigError(
+            "SCHEDULER_AUTH_JWT_JWKS_URL: set it or SCHEDULER_AUTH_JWT_PUBLIC_KEY_FILE with "
+            "SCHEDULER_AUTH_JWT_ISSUER: tokens need the issuer's keys to be checked"
+        )
+    if url is not None and path is not None:
+        raise ConfigError(
+            "SCHEDULER_AUTH_JWT_PUBLIC_KEY_FILE: set either it or SCHEDULER_AUTH_JWT_JWKS_URL, not both"
+        )
+    if url is not None:
+        _check_jwks_url(url)
+    if path is not None:
+        _check_jwt_key_file(settings, path)
+    claim = settings.auth_jwt_namespace_claim
+    if claim.strip() != claim:
+        raise ConfigError(
+            f"SCHEDULER_AUTH_JWT_NAMESPACE_CLAIM: a claim name has no spaces around it, got {claim!r}"
+        )

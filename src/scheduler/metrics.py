@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -13,22 +15,63 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
+# Namespaces labelled one by one per process before the rest share `OTHER_NAMESPACE`: every series
+# with a namespace label is multiplied by their number, and a Prometheus server pays per series.
+MAX_NAMESPACES = 100
+OTHER_NAMESPACE = "_other"
+
+
+class NamespaceLabels:
+    """The namespace label of a series: the namespace itself for the first ``limit`` seen, then `_other`.
+
+    The first namespaces a process meets keep their own label for its lifetime; later ones are
+    counted together, so a fleet with many tenants costs a bounded number of series. Job ids are
+    never labels.
+    """
+
+    def __init__(self, limit: int = MAX_NAMESPACES) -> None:
+        """Label up to ``limit`` namespaces by name."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._named: set[str] = set()
+
+    def __call__(self, namespace: str) -> str:
+        """The label value ``namespace`` is counted under."""
+        if namespace in self._named:
+            return namespace
+        if len(self._named) < self.limit:
+            self._named.add(namespace)
+            return namespace
+        return OTHER_NAMESPACE
+
 
 class RunnerMetrics:
     """What a runner counts; served on SCHEDULER_METRICS_PORT."""
 
-    def __init__(self) -> None:
-        """Create the series on a fresh registry."""
+    def __init__(self, *, max_namespaces: int = MAX_NAMESPACES) -> None:
+        """Create the series on a fresh registry, labelling at most ``max_namespaces`` namespaces."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.namespaces = NamespaceLabels(max_namespaces)
         self.fires = Counter(
             "scheduler_fires",
-            "Slots fired, by trigger and what the overlap policy made of them",
-            ["trigger", "outcome"],
+            "Slots fired, by namespace, trigger and what the overlap policy made of them",
+            ["namespace", "trigger", "outcome"],
             registry=r,
         )
         self.runs_completed = Counter(
-            "scheduler_runs_completed", "Runs this runner ended, by final status", ["status"], registry=r
+            "scheduler_runs_completed",
+            "Runs this runner ended, by namespace and final status",
+            ["namespace", "status"],
+            registry=r,
+        )
+        self.jobs_failing = Gauge(
+            "scheduler_jobs_failing",
+            "Jobs whose latest finished runs failed (consecutive_failures > 0), by namespace. Counted "
+            "from the database: every runner exports the same value, so aggregate with max().",
+            ["namespace"],
+            registry=r,
         )
         self.lateness = Histogram(
             "scheduler_fire_lateness_seconds",
@@ -67,6 +110,42 @@ class RunnerMetrics:
             "Times a runner service got the database back after losing it",
             registry=r,
         )
+        # Labelled children by label values: looking them up on the metric takes a lock each time.
+        self._fired: dict[tuple[str, str, str], Any] = {}
+        self._ended: dict[tuple[str, str], Any] = {}
+        self._failing: set[str] = set()  # the namespace labels jobs_failing has a series for
+
+    def count_fires(self, namespace: str, trigger: str, outcome: str, number: int) -> None:
+        """Count ``number`` fires of one namespace, trigger and overlap outcome."""
+        key = (namespace, trigger, outcome)
+        child = self._fired.get(key)
+        if child is None:
+            child = self._fired[key] = self.fires.labels(self.namespaces(namespace), trigger, outcome)
+        child.inc(number)
+
+    def count_completed(self, namespace: str, status: str, number: int) -> None:
+        """Count ``number`` runs of one namespace ended with ``status``."""
+        key = (namespace, status)
+        child = self._ended.get(key)
+        if child is None:
+            child = self._ended[key] = self.runs_completed.labels(self.namespaces(namespace), status)
+        child.inc(number)
+
+    def set_jobs_failing(self, failing: Mapping[str, int]) -> None:
+        """Set the failing jobs of each namespace; a namespace no longer failing loses its series.
+
+        Beyond the cap, namespaces are added up under `_other`. The series are replaced one by one,
+        never cleared first, so a scrape in between never sees the gauge empty.
+        """
+        values: dict[str, int] = {}
+        for namespace, number in failing.items():
+            label = self.namespaces(namespace)
+            values[label] = values.get(label, 0) + number
+        for label, number in values.items():
+            self.jobs_failing.labels(label).set(number)
+        for label in self._failing - values.keys():
+            self.jobs_failing.remove(label)
+        self._failing = set(values)
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -87,8 +166,9 @@ class ApiMetrics:
         r = None if self.multiprocess else self.registry
         self.requests = Counter(
             "scheduler_http_requests",
-            "HTTP requests answered, by method, route template and status",
-            ["method", "route", "status"],
+            "HTTP requests answered, by method, route template, status and the namespace the request "
+            "was authenticated for (empty when it was not)",
+            ["method", "route", "status", "namespace"],
             registry=r,
         )
         self.latency = Histogram(

@@ -134,6 +134,38 @@ class TestCreate:
         # In the order the server keeps them (jsonb's), each written key=value.
         assert set(shown.split(maxsplit=1)[1].split(", ")) == {"team=billing", "url=https://e.test/a=b"}
 
+    def test_several_schedules_and_exclusions_make_one_job(self, cli):
+        job = cli.json(
+            "create",
+            "--name",
+            "office",
+            "--log-payload",
+            "{}",
+            "--schedule",
+            "0 9 * * MON-FRI",
+            "--schedule",
+            "0 12 * * SAT",
+            "--timezone",
+            "Europe/Berlin",
+            "--exclude-date",
+            "2030-12-25",
+            "--exclude-calendar",
+            "* * 1 1 *",
+        )
+        (stored,) = cli.server_jobs()
+        assert [entry["schedule"] for entry in stored["schedules"]] == ["0 9 * * MON-FRI", "0 12 * * SAT"]
+        assert {entry["timezone"] for entry in stored["schedules"]} == {"Europe/Berlin"}
+        assert stored["exclusions"] == {
+            "dates": ["2030-12-25"],
+            "calendars": ["* * 1 1 *"],
+            "timezone": "Europe/Berlin",
+        }
+        shown = cli.ok("get", job["id"]).splitlines()
+        at = next(index for index, line in enumerate(shown) if line.startswith("schedule:"))
+        assert shown[at].split(maxsplit=1)[1] == "0 9 * * MON-FRI  (Europe/Berlin)"
+        assert shown[at + 1].strip() == "0 12 * * SAT  (Europe/Berlin)"
+        assert any(line.startswith("excluded:") and "2030-12-25" in line for line in shown)
+
     def test_without_json_it_prints_a_readable_summary(self, cli):
         out = cli.ok("create", "--name", "hello", "--schedule", "@every 5s", "--log-payload", '{"m": "hi"}')
         (stored,) = cli.server_jobs()
@@ -340,7 +372,14 @@ class TestPreview:
     def test_preview_lists_fire_times_across_a_dst_gap(self, cli):
         args = ["--schedule", "30 2 * * *", "--timezone", "America/New_York"]
         args += ["--after", "2024-03-09T12:00:00Z", "--count", "2"]
-        assert cli.json("preview", *args) == {"next": ["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"]}
+        assert cli.json("preview", *args) == {
+            "next": ["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"],
+            "fires": [
+                {"at": "2024-03-10T07:00:00Z", "entries": [0]},
+                {"at": "2024-03-11T06:30:00Z", "entries": [0]},
+            ],
+            "excluded": [],
+        }
         lines = cli.ok("preview", *args).splitlines()
         assert lines[1].split() == ["2024-03-10T07:00:00Z", "Sun", "2024-03-10", "03:00:00", "EDT"]
         assert lines[2].split() == ["2024-03-11T06:30:00Z", "Mon", "2024-03-11", "02:30:00", "EDT"]

@@ -77,6 +77,13 @@ class TestRunnerMetricsAndLogs:
 
         text = wait_for(scrape, timeout=30, what="runner metrics")
         assert (sample(text, "scheduler_fires_total", trigger="schedule", outcome="started") or 0) >= 4
+        # Labelled by the jobs' namespace (auth off: `default`), never by job id.
+        started = {"namespace": "default", "trigger": "schedule", "outcome": "started"}
+        assert (sample(text, "scheduler_fires_total", **started) or 0) >= 4
+        assert (
+            sample(text, "scheduler_runs_completed_total", namespace="default", status="failed") or 0
+        ) >= 2
+        assert "job_id" not in text
         assert (sample(text, "scheduler_fire_lateness_seconds_count") or 0) >= 4
         # Every run ended is timed once, the log runs done inside their claim included.
         ended = sum(
@@ -96,3 +103,5 @@ class TestRunnerMetricsAndLogs:
         assert {r["event"] for r in per_run} == {"job_log", "run_failed"}
         assert all({"job_id", "run_id", "runner", "timestamp", "level"} <= r.keys() for r in per_run)
         assert all(r["runner"] == "observed" for r in per_run)
+        failed = [r for r in per_run if r["event"] == "run_failed"]
+        assert {(r["job_name"], r["namespace"]) for r in failed} == {("broken", "default")}

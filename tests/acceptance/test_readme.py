@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from scheduler.cli.devserver import URL_FILE
-from tests.conftest import Procs, free_port, wait_for
+from tests.conftest import ROOT, Procs, free_port, wait_for
 
 
 class TestAdminCommandsBesideMakeRun:
@@ -87,9 +87,49 @@ class TestMakeRun:
             wait_for(up, timeout=60, what="scheduler dev on SCHEDULER_PORT")
             wait_for(lambda: "Ctrl-C" in log.read_text(), timeout=30, what="the banner")
             banner = log.read_text()
+            assert f"console:    http://127.0.0.1:{port}/ui" in banner
             assert f"http://127.0.0.1:{port}/docs" in banner
+            assert f"curl -s -X PUT http://127.0.0.1:{port}/jobs/by-name/hello" in banner
+            assert "UUID(" not in banner
             dbname = urlsplit(procs.db_url).path.lstrip("/") or procs.db_url
             assert re.search(rf"database:\s+\S*{re.escape(dbname)}", banner), banner
         finally:
             dev.send_signal(signal.SIGINT)
             assert dev.wait(timeout=60) == 0, log.read_text()
+
+
+class TestExampleReceiver:
+    """The receiver the README starts (docs/examples/receiver.py) answers every call 200 and says so."""
+
+    def test_it_answers_a_post_with_200_and_prints_one_line_for_it(self, tmp_path):
+        port = free_port()
+        out = tmp_path / "receiver.log"
+        with out.open("wb") as sink:
+            receiver = subprocess.Popen(
+                [sys.executable, str(ROOT / "docs" / "examples" / "receiver.py"), str(port)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+
+            def post() -> httpx.Response | None:
+                assert receiver.poll() is None, out.read_text()
+                try:
+                    return httpx.post(
+                        f"http://127.0.0.1:{port}/hooks/report",
+                        json={"kind": "weekly"},
+                        headers={"webhook-id": "msg_1"},
+                        timeout=2,
+                    )
+                except httpx.ConnectError:
+                    return None
+
+            response = wait_for(post, timeout=15, what="the example receiver")
+            assert response.status_code == 200
+            assert response.json() == {"received": True}
+            wait_for(lambda: "POST /hooks/report" in out.read_text(), timeout=5, what="the receiver's line")
+            line = next(line for line in out.read_text().splitlines() if "POST /hooks/report" in line)
+            assert line.endswith('POST /hooks/report webhook-id=msg_1 {"kind":"weekly"}'), line
+        finally:
+            receiver.send_signal(signal.SIGINT)
+            assert receiver.wait(timeout=10) == 0, out.read_text()

@@ -131,6 +131,51 @@ class TestQuota:
             assert sorted(r.status_code for r in responses) == [201] * 5 + [422] * 7
         assert sql("SELECT count(*) FROM jobs WHERE namespace = 'default'") == [(5,)]
 
+    async def test_the_count_is_exact_through_racing_creates_deletes_and_applies(self, db_url, sql):
+        # The count lives in shard rows: a create is refused only once every shard is full, so
+        # racing creates fill the quota exactly, neither passing it nor stopping short of it.
+        async with api(db_url, namespace_job_quota=40, db_pool_max=16) as client:
+            made = await asyncio.gather(
+                *(client.post("/jobs", json={"name": f"race-{i}", **LOG_JOB}) for i in range(60))
+            )
+            assert sorted(r.status_code for r in made) == [201] * 40 + [422] * 20
+            created = [r.json()["id"] for r in made if r.status_code == 201]
+            gone = await asyncio.gather(*(client.delete(f"/jobs/{job_id}") for job_id in created[:7]))
+            assert {r.status_code for r in gone} == {204}
+            again = await asyncio.gather(
+                *(client.post("/jobs", json={"name": f"again-{i}", **LOG_JOB}) for i in range(20))
+            )
+            assert sorted(r.status_code for r in again) == [201] * 7 + [422] * 13
+            # A bulk apply counts many at once within the shards' shares: with the quota full,
+            # declaring one more job than is left is refused whole.
+            declared = [{"name": f"declared-{i}", **LOG_JOB} for i in range(3)]
+            refused = await client.post("/jobs/apply", json={"jobs": declared})
+            assert refused.status_code == 422, refused.text
+            deleted = await asyncio.gather(*(client.delete(f"/jobs/{job_id}") for job_id in created[7:10]))
+            assert {r.status_code for r in deleted} == {204}
+            applied = await client.post("/jobs/apply", json={"jobs": declared})
+            assert applied.status_code == 200, applied.text
+            assert (await client.post("/jobs", json={"name": "one-more", **LOG_JOB})).status_code == 422
+        assert sql("SELECT count(*) FROM jobs WHERE namespace = 'default'") == [(40,)]
+        counted = sql(
+            "SELECT coalesce((SELECT jobs FROM namespace_usage WHERE namespace = 'default'), 0)"
+            " + (SELECT sum(jobs) FROM namespace_usage_shards WHERE namespace = 'default')"
+        )
+        assert counted == [(40,)]
+
+    async def test_jobs_counted_by_a_previous_release_still_count(self, db_url, sql):
+        async with api(db_url, namespace_job_quota=3) as client:
+            first = await client.post("/jobs", json={"name": "first", **LOG_JOB})
+            assert first.status_code == 201
+            # As a previous release counts: the one namespace_usage row.
+            sql(
+                "INSERT INTO namespace_usage (namespace, jobs) VALUES ('default', 2)"
+                " ON CONFLICT (namespace) DO UPDATE SET jobs = namespace_usage.jobs + 2"
+            )
+            assert (await client.post("/jobs", json={"name": "over", **LOG_JOB})).status_code == 422
+            assert (await client.delete(f"/jobs/{first.json()['id']}")).status_code == 204
+            assert (await client.post("/jobs", json={"name": "fits", **LOG_JOB})).status_code == 201
+
     async def test_the_quota_leaves_updates_alone(self, db_url):
         async with api(db_url, namespace_job_quota=1) as client:
             job = await client.post("/jobs", json={"name": "only", **LOG_JOB})

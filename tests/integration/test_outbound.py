@@ -322,7 +322,7 @@ class TestFinalFailures:
         result = await call(f"http://127.0.0.1:{port}/", allow="127.0.0.1/32")
         assert (result.status, result.retryable, result.http_status) == (RunStatus.FAILED, True, None)
         assert result.error is not None
-        assert result.error.startswith("ClientConnectorError")
+        assert result.error.startswith(f"connection refused by 127.0.0.1:{port} (ClientConnectorError: ")
 
 
 class TestSession:
@@ -384,7 +384,9 @@ class TestSession:
         finally:
             release.set()
         assert result.status is RunStatus.TIMED_OUT
-        assert result.error == "no complete response within timeout_s=1"
+        assert result.error == (
+            f"timed out after 1 s waiting for a response from 127.0.0.1:{target.port} (timeout_s=1)"
+        )
         assert result.retryable is True
         assert time.monotonic() - started < 5
 

@@ -399,7 +399,12 @@ class TestClaimAtAGivenNow:
         # Done inside the claim, each of the three is timed (at 0 s) and counted.
         registry = runner_parts.runner.metrics.registry
         assert registry.get_sample_value("scheduler_run_duration_seconds_count") == 3
-        assert registry.get_sample_value("scheduler_runs_completed_total", {"status": "succeeded"}) == 3
+        assert (
+            registry.get_sample_value(
+                "scheduler_runs_completed_total", {"namespace": "default", "status": "succeeded"}
+            )
+            == 3
+        )
         end = SLOT + timedelta(hours=1)
         rows = sql("SELECT scheduled_for, trigger FROM runs WHERE job_id = %s ORDER BY 1", (job_id,))
         assert rows == [

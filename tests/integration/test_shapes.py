@@ -31,9 +31,13 @@ class TestJobJson:
             "paused",
             "labels",
             "next_run_at",
+            "schedules",
+            "exclusions",
+            "notify",
             "last_run",
             "created_at",
             "updated_at",
             "version",
             "consecutive_failures",
+            "failed_slots",
         ]

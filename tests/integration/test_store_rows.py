@@ -201,6 +201,8 @@ _CLAIM_COLUMNS = [
     "3600 AS misfire_window_s",
     "'skip'::overlap_policy AS overlap",
     "0 AS active_runs",
+    "'[]'::jsonb AS schedules",
+    "NULL::jsonb AS exclusions",
     "'2026-03-01T00:00:00Z'::timestamptz AS db_now",
 ]
 _CLAIM_ROW = f"SELECT {', '.join(_CLAIM_COLUMNS)}".encode()

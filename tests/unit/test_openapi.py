@@ -13,7 +13,7 @@ import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from scheduler.api import schemas
+from scheduler.api import notifications, schemas
 from scheduler.api.app import create_app
 from scheduler.api.openapi import BODY_EXAMPLES, OPERATIONS
 from scheduler.config import load_settings
@@ -31,6 +31,9 @@ BODY_STRUCTS: dict[str, type[msgspec.Struct]] = {
     "RunPage": schemas.RunPage,
     "NextRuns": schemas.NextRuns,
     "Health": schemas.Health,
+    "EntrySpec": fields.EntrySpec,
+    "ScheduleEntryOut": schemas.ScheduleEntryOut,
+    "NotificationPage": notifications.NotificationPage,
 }
 
 

@@ -29,7 +29,10 @@ EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def timing(schedule: str, zone: str = "UTC", **extra: datetime | None) -> Timing:
-    return Timing(schedule, zone, extra.pop("anchor_at", None) or EPOCH, **extra)
+    anchor = extra.pop("anchor_at", None) or EPOCH
+    return Timing(
+        schedule, zone, anchor, start_at=extra.pop("start_at", None), end_at=extra.pop("end_at", None)
+    )
 
 
 def local(times: list[datetime], zone: ZoneInfo = NY) -> list[str]:

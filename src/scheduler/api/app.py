@@ -16,8 +16,10 @@ from litestar.types import ControllerRouterHandler
 from scheduler import __version__
 from scheduler.api.auth import AuthMiddleware
 from scheduler.api.bodies import StrictJsonRequest
+from scheduler.api.entries import ScheduleEntryController
 from scheduler.api.jobs import JobController
 from scheduler.api.limits import RateLimiter
+from scheduler.api.notifications import NotificationController
 from scheduler.api.observe import ObservabilityMiddleware
 from scheduler.api.openapi import ASSETS_PATH, STATIC_DIR, OfflineSwaggerPlugin, bearer_components, finish
 from scheduler.api.openapi import operation_id as openapi_operation_id
@@ -63,7 +65,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     # Swagger UI's files ship in the package: /docs must work where the internet is out of reach.
     assets = create_static_files_router(path=ASSETS_PATH, directories=[STATIC_DIR], name="docs-assets")
     api: list[ControllerRouterHandler] = [
-        JobController, RunController, healthz, readyz, preview, docs, metrics_route, assets
+        JobController, ScheduleEntryController, NotificationController, RunController,
+        healthz, readyz, preview, docs, metrics_route, assets,
     ]  # fmt: skip
     console: list[ControllerRouterHandler] = [*CONSOLE_PAGES, static_router()]  # the web console at /ui
     app = Litestar(

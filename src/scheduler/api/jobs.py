@@ -276,12 +276,15 @@ class JobController(Controller):
         job_id: FromPath[UUID],
         count: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
     ) -> NextRuns:
-        """Upcoming fire times from now (or from start_at), ignoring pause."""
+        """Upcoming fire times from now (or from start_at), ignoring pause.
+
+        `fires` gives each with the indexes (in `schedules`) of the entries due at it.
+        """
         async with conn_for(request) as conn:
-            times = await jobs.next_runs(
+            found = await jobs.next_runs(
                 conn, namespace=namespace_of(request), job_id=job_id, count=count, now=now_of(request)
             )
-        return NextRuns(next=times)
+        return NextRuns.of(found)
 
     @get("/{job_id:uuid}/runs", responses=problem_responses(400, 401, 404, 422, 429))
     async def list_runs(

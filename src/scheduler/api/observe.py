@@ -11,7 +11,8 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.metrics import ApiMetrics
+from scheduler.config import Settings
+from scheduler.metrics import ApiMetrics, NamespaceLabels
 from scheduler.web.state import CONNECTION_LOST_KEY, NAMESPACE_KEY, REQUEST_ID_KEY
 
 access_log = structlog.get_logger("scheduler.api.access")
@@ -34,8 +35,10 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         # Labelled children by label values: looking them up on the metric takes a lock each time.
-        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
+        # Built from the settings at the first request (they live on the app, not yet at hand here).
+        self._namespaces: NamespaceLabels | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wrap the request: id in, id out, one log line and two samples when it is answered."""
@@ -76,7 +79,7 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope.get("method", "GET")
-            self._count(method, route, status, elapsed)
+            self._count(scope, method, route, status, elapsed)
             access_log.info(
                 "request",
                 request_id=scope[REQUEST_ID_KEY],  # type: ignore[literal-required]
@@ -88,13 +91,26 @@ class ObservabilityMiddleware:
                 namespace=scope.get(NAMESPACE_KEY),
             )
 
-    def _count(self, method: str, route: str, status: int, elapsed: float) -> None:
-        key = (method, route, str(status))
+    def _count(self, scope: Scope, method: str, route: str, status: int, elapsed: float) -> None:
+        # The namespace the request was authenticated for; none (an empty label) for the public
+        # routes and for requests whose credentials were refused.
+        namespace: str = scope.get(NAMESPACE_KEY) or ""  # type: ignore[assignment]
+        key = (method, route, str(status), namespace)
         counter = self._counted.get(key)
         if counter is None:
-            counter = self._counted[key] = self.metrics.requests.labels(*key)
+            label = self._namespace_label(scope, namespace)
+            counter = self._counted[key] = self.metrics.requests.labels(method, route, key[2], label)
         counter.inc()
         timer = self._timed.get(key[:2])
         if timer is None:
             timer = self._timed[key[:2]] = self.metrics.latency.labels(method, route)
         timer.observe(elapsed)
+
+    def _namespace_label(self, scope: Scope, namespace: str) -> str:
+        """The label of ``namespace``: itself for the first namespaces met, `_other` past the cap."""
+        if not namespace:
+            return ""
+        if self._namespaces is None:
+            settings: Settings = scope["app"].state.settings
+            self._namespaces = NamespaceLabels(settings.metrics_max_namespaces)
+        return self._namespaces(namespace)

@@ -56,6 +56,12 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/jobs/{job_id}/trigger"): ("triggerJob", "Fire a job now"),
     ("GET", "/jobs/{job_id}/next-runs"): ("listJobNextRuns", "Upcoming fire times of a job"),
     ("GET", "/jobs/{job_id}/runs"): ("listJobRuns", "Run history of a job"),
+    ("GET", "/jobs/{job_id}/notifications"): ("listJobNotifications", "Notifications of a job"),
+    ("GET", "/jobs/{job_id}/schedules"): ("listScheduleEntries", "Schedule entries of a job"),
+    ("POST", "/jobs/{job_id}/schedules"): ("addScheduleEntry", "Add a schedule entry to a job"),
+    ("GET", "/jobs/{job_id}/schedules/{schedule_id}"): ("getScheduleEntry", "Get a schedule entry"),
+    ("PUT", "/jobs/{job_id}/schedules/{schedule_id}"): ("replaceScheduleEntry", "Replace a schedule entry"),
+    ("DELETE", "/jobs/{job_id}/schedules/{schedule_id}"): ("deleteScheduleEntry", "Delete a schedule entry"),
     ("PUT", "/jobs/by-name/{name}"): ("putJobByName", "Create or replace a job by its name"),
     ("GET", "/jobs/by-name/{name}"): ("getJobByName", "Get a job by its name"),
     ("DELETE", "/jobs/by-name/{name}"): ("deleteJobByName", "Delete a job by its name"),
@@ -92,8 +98,10 @@ def bearer_components() -> Components:
             BEARER: SecurityScheme(
                 type="http",
                 scheme="bearer",
-                description="An API key from `scheduler keys create --namespace NAME` (it starts `sk_`). "
-                "Every key belongs to one namespace; a service started with SCHEDULER_AUTH=off ignores it.",
+                description="An API key from `scheduler keys create --namespace NAME` (it starts `sk_`), "
+                "or a JWT from the configured identity provider (SCHEDULER_AUTH_JWT_ISSUER), whose "
+                "namespace claim names the namespace. Every key belongs to one namespace; a service "
+                "started with SCHEDULER_AUTH=off ignores it.",
             )
         }
     )
@@ -133,6 +141,24 @@ _JOB: dict[str, Any] = {
     "updated_at": "2026-11-23T19:30:00.120Z",
     "version": 1,
     "consecutive_failures": 0,
+    "schedules": [
+        {
+            "id": "5b0e4c8e-2f7d-5a41-9c3e-0d6f1a2b3c4d",
+            "schedule": "0 9 * * MON",
+            "timezone": "Europe/Berlin",
+            "start_at": None,
+            "end_at": None,
+            "paused": False,
+        }
+    ],
+    "exclusions": None,
+    "notify": {
+        "url": "https://billing.internal/hooks/alerts",
+        "after": 3,
+        "on_recovery": True,
+        "pause_after": None,
+    },
+    "failed_slots": 0,
 }
 _RUN: dict[str, Any] = {
     "id": _RUN_ID,
@@ -176,6 +202,7 @@ BODY_EXAMPLES: dict[str, Any] = {
         },
         "retry": {"max_attempts": 5, "min_backoff_s": 2, "max_backoff_s": 600},
         "labels": {"team": "billing"},
+        "notify": {"url": "https://billing.internal/hooks/alerts", "after": 3},
     },
     "JobPatch": {"schedule": "0 8 * * MON"},
     "PreviewIn": {
@@ -188,8 +215,46 @@ BODY_EXAMPLES: dict[str, Any] = {
     "JobPage": {"items": [_JOB], "next_cursor": "d2Vla2x5LXJlcG9ydA"},
     "RunOut": _RUN,
     "RunPage": {"items": [_RUN], "next_cursor": None},
-    "NextRuns": {"next": ["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"]},
+    "NextRuns": {
+        "next": ["2024-03-10T07:00:00Z", "2024-03-11T06:30:00Z"],
+        "fires": [
+            {"at": "2024-03-10T07:00:00Z", "entries": [0]},
+            {"at": "2024-03-11T06:30:00Z", "entries": [0]},
+        ],
+        "excluded": [],
+    },
+    "EntrySpec": {"schedule": "0 12 * * SAT", "timezone": "Europe/Berlin"},
+    "ScheduleEntryOut": {
+        "id": "0193a4b3-1d00-7c00-8000-6e7f8a9b0c1d",
+        "schedule": "0 12 * * SAT",
+        "timezone": "Europe/Berlin",
+        "start_at": None,
+        "end_at": None,
+        "paused": False,
+    },
     "Health": {"status": "ok"},
+    "NotificationPage": {
+        "items": [
+            {
+                "id": "0193a4c0-0000-4000-8000-1a2b3c4d5e6f",
+                "job_id": _JOB_ID,
+                "event": "job.failing",
+                "run_id": _RUN_ID,
+                "run_scheduled_for": "2026-11-30T08:00:00Z",
+                "failed_slots": 3,
+                "paused": False,
+                "url": "https://billing.internal/hooks/alerts",
+                "status": "delivered",
+                "attempts": 1,
+                "last_attempt_at": "2026-11-30T08:00:01.002Z",
+                "last_http_status": 204,
+                "last_error": None,
+                "created_at": "2026-11-30T08:00:00.250Z",
+                "delivered_at": "2026-11-30T08:00:01.031Z",
+            }
+        ],
+        "next_cursor": None,
+    },
 }
 # Where one operation answers with a shape in a state worth showing (operationId -> example).
 OPERATION_EXAMPLES: dict[str, Any] = {

@@ -15,7 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from psycopg.errors import ReadOnlySqlTransaction
 from psycopg_pool import PoolTimeout
 
-from scheduler.db.connections import ReadOnlyServer
+from scheduler.db.connections import ReadOnlyServer, StalePlan
 from scheduler.domain.validation import FieldError
 from scheduler.operations.errors import OperationError
 from scheduler.web.errors import status_of
@@ -314,7 +314,8 @@ def on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> 
     pool has already dropped the connection that met it. A lost connection is marked on the scope: a
     read is then run once more on a fresh connection (see ObservabilityMiddleware) and the client
     never sees this answer. A write is not repeated, since the statement may have run before the
-    connection died.
+    connection died. A statement prepared before a migration changed its result columns
+    (`StalePlan`) counts as a lost connection too: the pool closed the connection holding it.
     """
     waited_for_pool = isinstance(exc, PoolTimeout)
     read_only = isinstance(exc, ReadOnlySqlTransaction | ReadOnlyServer)
@@ -333,6 +334,8 @@ def on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> 
         detail = "the database server is read-only (a standby or a demoted primary); waiting for a primary"
     elif str(exc).startswith("connection failed"):
         detail = "the database does not accept connections"
+    elif isinstance(exc, StalePlan):
+        detail = "a statement prepared before a schema change no longer fits its table; reconnected"
     else:
         detail = "the database connection was lost while answering"
     return problem_response(

@@ -13,6 +13,7 @@ from scheduler.api.idempotent import guarded
 from scheduler.api.params import INSTANT, STATUS_LIST, instant_of, label_filter, refuse_unknown_query
 from scheduler.api.problems import problem_responses
 from scheduler.api.schemas import RunOut, RunPage
+from scheduler.db import store
 from scheduler.domain.models import RunTrigger
 from scheduler.operations import runs as run_ops
 from scheduler.web.state import conn_for, namespace_of, now_of
@@ -70,11 +71,12 @@ class RunController(Controller):
 
     @get("/{run_id:uuid}", responses=problem_responses(401, 404, 429))
     async def get_run(self, request: Request[Any, Any, Any], run_id: FromPath[UUID]) -> RunOut:
-        """Return one run."""
+        """Return one run, with the request it sent and its response's headers (secrets masked)."""
         async with conn_for(request) as conn:
             run = await run_ops.get(conn, namespace=namespace_of(request), run_id=run_id)
             names = await run_ops.job_names(conn, namespace=namespace_of(request), runs=[run])
-        return RunOut.of(run, names.get(run.job_id))
+            sent = await store.run_exchange_get(conn, run_id=run.id, scheduled_for=run.scheduled_for)
+        return RunOut.of(run, names.get(run.job_id), sent.request, sent.response_headers)
 
     @post(
         "/{run_id:uuid}/cancel",

@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
 import msgspec
 
 from scheduler.domain import names
-from scheduler.domain.fields import Description, Instant, Name, ScheduleText, TimeoutS, Zone
+from scheduler.domain.fields import (
+    Description,
+    EntryList,
+    ExclusionsSpec,
+    Instant,
+    Name,
+    ScheduleText,
+    TimeoutS,
+    Zone,
+)
 from scheduler.domain.models import (
+    STORED_AS_JSON,
     Action,
     Job,
     LastRun,
     Misfire,
+    Notify,
     OverlapPolicy,
     RetryPolicy,
     Run,
     RunStatus,
     RunTrigger,
+    SentRequest,
     project,
 )
+from scheduler.domain.schedule import Entry
+from scheduler.operations.timing import entries_of
 
 NAME_PATTERN = names.JOB_NAME_PATTERN
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A new job."""
+    """A new job: its `schedule` (with `timezone`, `start_at`, `end_at`), or several as `schedules`."""
 
     name: Name
-    schedule: ScheduleText
     action: Action
+    schedule: ScheduleText | None = None
+    """Required unless `schedules` is given; with it, may only repeat the first entry's."""
     description: Description = ""
     timezone: Zone = "UTC"
     start_at: Instant | None = None
@@ -42,6 +58,41 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     overlap: OverlapPolicy = OverlapPolicy.SKIP
     paused: bool = False
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    notify: Notify | None = None
+    """Failure and recovery notifications, and pausing after failures; null for neither."""
+    schedules: EntryList | None = None
+    """1 to 20 schedule entries; the job fires at the union of their times, once per instant."""
+    exclusions: ExclusionsSpec | None = None
+
+
+class ScheduleEntryOut(msgspec.Struct, kw_only=True):
+    """One schedule entry of a job, as the API shows it."""
+
+    id: UUID
+    schedule: str
+    timezone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    paused: bool
+
+    @classmethod
+    def of(cls, entry: Entry) -> ScheduleEntryOut:
+        """Project a stored entry onto its wire shape."""
+        return project(cls, entry)
+
+
+class ScheduleEntryPage(msgspec.Struct):
+    """Every schedule entry of a job, in its order (the first is the one `schedule` repeats)."""
+
+    items: list[ScheduleEntryOut]
+
+
+class ExclusionsOut(msgspec.Struct, kw_only=True):
+    """When a job does not fire, as stored (dates sorted, the zone written out)."""
+
+    dates: list[date]
+    calendars: list[str]
+    timezone: str
 
 
 class JobOut(msgspec.Struct, kw_only=True):
@@ -63,17 +114,26 @@ class JobOut(msgspec.Struct, kw_only=True):
     paused: bool
     labels: dict[str, str]
     next_run_at: datetime | None
+    schedules: list[ScheduleEntryOut]
+    """Every schedule entry; the first is the one `schedule`, `timezone`, `start_at` and `end_at` show."""
+    exclusions: ExclusionsOut | None
+    notify: Annotated[Notify | None, STORED_AS_JSON]
     last_run: LastRun | None
     created_at: datetime
     updated_at: datetime
     version: int
     consecutive_failures: int
     """How many of the job's newest finished runs in a row did not succeed (each attempt counts)."""
+    failed_slots: int
+    """How many of the job's newest slots in a row failed on their final attempt (what notify counts)."""
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
         """Project a stored job onto its wire shape."""
-        return project(cls, job)
+        out = project(cls, job)
+        if not out.schedules:
+            out.schedules = [ScheduleEntryOut.of(entry) for entry in entries_of(job)]
+        return out
 
 
 class JobPage(msgspec.Struct):
@@ -101,11 +161,24 @@ class RunOut(msgspec.Struct, kw_only=True):
     http_status: int | None
     output: str | None
     error: str | None
+    request: SentRequest | msgspec.UnsetType | None = msgspec.UNSET
+    """What an HTTP attempt sent: method, URL, headers and the first 4 KiB of the body, with
+    credentials and signatures masked by the runner before they were stored. Only in
+    `GET /runs/{id}` (null for log actions, rescued runs and runs recorded before it was kept);
+    listings leave it out."""
+    response_headers: dict[str, str] | msgspec.UnsetType | None = msgspec.UNSET
+    """The response's headers, masked and capped like the request's; only in `GET /runs/{id}`."""
 
     @classmethod
-    def of(cls, run: Run, job_name: str | None) -> RunOut:
-        """Project a stored run, and its job's name, onto its wire shape."""
-        return project(cls, run, job_name=job_name)
+    def of(
+        cls,
+        run: Run,
+        job_name: str | None,
+        request: SentRequest | msgspec.UnsetType | None = msgspec.UNSET,
+        response_headers: dict[str, str] | msgspec.UnsetType | None = msgspec.UNSET,
+    ) -> RunOut:
+        """Project a stored run, its job's name and (for one run) what it sent, onto its wire shape."""
+        return project(cls, run, job_name=job_name, request=request, response_headers=response_headers)
 
     @classmethod
     def page(cls, runs: list[Run], names: dict[UUID, str]) -> list[RunOut]:
@@ -121,18 +194,44 @@ class RunPage(msgspec.Struct):
 
 
 class PreviewIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A schedule to try out without storing it."""
+    """A schedule, or several entries and exclusions, to try out without storing them."""
 
-    schedule: ScheduleText
+    schedule: ScheduleText | None = None
+    """Required unless `schedules` is given."""
     timezone: Zone = "UTC"
     after: Instant | None = None
     count: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    schedules: EntryList | None = None
+    exclusions: ExclusionsSpec | None = None
 
 
-class NextRuns(msgspec.Struct):
-    """Upcoming fire times."""
+class FireOut(msgspec.Struct, kw_only=True):
+    """One upcoming fire time, and the schedule entries (indexes into `schedules`) due at it."""
+
+    at: datetime
+    entries: list[int]
+
+
+class NextRuns(msgspec.Struct, kw_only=True):
+    """Upcoming fire times; `fires` says which entries each comes from."""
 
     next: list[datetime]
+    fires: list[FireOut]
+    excluded: list[FireOut] = msgspec.field(default_factory=list)
+    """Fire times among these that exclusions take away (a preview only)."""
+
+    @classmethod
+    def of(
+        cls,
+        fires: Sequence[tuple[datetime, tuple[int, ...]]],
+        excluded: Sequence[tuple[datetime, tuple[int, ...]]] = (),
+    ) -> NextRuns:
+        """Fire times with their entries' indexes, as the operations give them."""
+        return cls(
+            next=[moment for moment, _ in fires],
+            fires=[FireOut(at=moment, entries=list(sources)) for moment, sources in fires],
+            excluded=[FireOut(at=moment, entries=list(sources)) for moment, sources in excluded],
+        )
 
 
 class Health(msgspec.Struct):

@@ -55,16 +55,21 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     responses=problem_responses(400, 401, 413, 422, 429),
 )
 async def preview(request: Request[Any, Any, Any], data: JSONBody[PreviewIn]) -> NextRuns:
-    """Validate a schedule and list its next fire times, without storing anything."""
-    return NextRuns(
-        next=schedules.preview(
-            schedule=data.schedule,
-            timezone=data.timezone,
-            after=data.after,
-            count=data.count,
-            now=now_of(request),
-        )
+    """Validate a schedule (or several entries and exclusions) and list its next fire times, storing nothing.
+
+    `fires` says which entries each fire comes from; `excluded` lists the fires the exclusions take
+    away up to the last one shown.
+    """
+    fires, excluded = schedules.preview(
+        schedule=data.schedule,
+        timezone=data.timezone,
+        after=data.after,
+        count=data.count,
+        now=now_of(request),
+        schedules=data.schedules,
+        exclusions=data.exclusions,
     )
+    return NextRuns.of(fires, excluded)
 
 
 @get("/docs", include_in_schema=False)

@@ -95,12 +95,12 @@ def cmd_create(api: JobsApi, args: argparse.Namespace) -> str:
     apply_flags(args, job, None)
     missing = [
         flag
-        for key, flag in (
-            ("name", "--name"),
-            ("schedule", "--schedule"),
-            ("action", "--http-url or --log-payload"),
+        for keys, flag in (
+            (("name",), "--name"),
+            (("schedule", "schedules"), "--schedule"),
+            (("action",), "--http-url or --log-payload"),
         )
-        if key not in job
+        if not any(key in job for key in keys)
     ]
     if missing:
         raise UsageError(f"a job needs {', '.join(missing)} (or --from-file with them)")

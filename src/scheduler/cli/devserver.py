@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
@@ -21,16 +22,17 @@ from scheduler.cli.embedded import start as start_embedded
 from scheduler.cli.embedded import stop as stop_embedded
 from scheduler.config import ConfigError, load_settings
 from scheduler.db.migrate import migrate
+from scheduler.logs import configure_logging
 
 DATA_DIR = Path(".scheduler") / "pgdata"
 # Where `scheduler dev` leaves the embedded server's URL while it runs, so that admin commands started
 # from a second terminal in the same directory (`scheduler keys`, `scheduler secrets`) find it.
 URL_FILE = Path(".scheduler") / "database-url"
 STOP_TIMEOUT_S = 15.0
-_EXAMPLE = (
-    "curl -s -X POST http://{host}:{port}/jobs -H 'content-type: application/json' -d "
-    '\'{{"name": "hello", "schedule": "@every 1s", '
-    '"action": {{"type": "log", "payload": {{"msg": "hello"}}}}}}\''
+# The README's first job, calm enough to watch: `PUT` by name, so the same command run again (the
+# data survives restarts) answers 200 with the same job instead of 409.
+EXAMPLE_JOB = (
+    '{"name": "hello", "schedule": "@every 10s", "action": {"type": "log", "payload": {"msg": "hello"}}}'
 )
 
 
@@ -82,21 +84,53 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _banner(host: str, port: int, url: str, *, embedded: bool) -> None:
-    _say("")
-    _say(f"  API docs:   http://{host}:{port}/docs")
-    if embedded:
-        _say(f"  database:   {url}")
-        _say("              (embedded: `scheduler keys` and `scheduler secrets` started in this")
-        _say("              directory find it while this runs; anywhere else, export it:)")
-        _say(f"              export SCHEDULER_DATABASE_URL='{url}'")
+def _cli() -> str:
+    """How to call the `scheduler` command from here: the virtualenv's script, as the README does."""
+    script = Path(sys.executable).parent / "scheduler"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return "scheduler"
+
+
+def example_curl(host: str, port: int, *, auth: bool) -> str:
+    """The curl that creates (or, run again, finds) the first job, as the README shows it."""
+    bearer = ' -H "Authorization: Bearer $KEY"' if auth else ""
+    return (
+        f"curl -s -X PUT http://{host}:{port}/jobs/by-name/hello{bearer} "
+        f"-H 'content-type: application/json' -d '{EXAMPLE_JOB}'"
+    )
+
+
+def banner(host: str, port: int, url: str, *, embedded: bool, auth: bool) -> list[str]:
+    """What `scheduler dev` prints once the API answers: where everything is and a first job."""
+    base = f"http://{host}:{port}"
+    lines = [""]
+    if auth:
+        lines += [
+            f"  console:    {base}/ui  (SCHEDULER_AUTH=required: sign in with an API key, made by",
+            f'              KEY=$({_cli()} keys create --namespace default); echo "$KEY")',
+        ]
     else:
-        _say(f"  database:   {shown_url(url)}  (SCHEDULER_DATABASE_URL)")
-    _say("  create a job that logs every second:")
-    _say("  " + _EXAMPLE.format(host=host, port=port))
-    _say(f"  then:       curl -s http://{host}:{port}/jobs")
-    _say("  Ctrl-C stops everything.")
-    _say("")
+        lines.append(f"  console:    {base}/ui  (auth off: the 'default' namespace, no sign-in)")
+    lines.append(f"  API docs:   {base}/docs")
+    if embedded:
+        lines += [
+            f"  database:   {url}",
+            "              (embedded: `scheduler keys` and `scheduler secrets` started in this",
+            "              directory find it while this runs; anywhere else, export it:)",
+            f"              export SCHEDULER_DATABASE_URL='{url}'",
+        ]
+    else:
+        lines.append(f"  database:   {shown_url(url)}  (SCHEDULER_DATABASE_URL)")
+    lines += [
+        "  a first job, which logs a line every 10 s (run it again: same job, nothing changes):",
+        "  " + example_curl(host, port, auth=auth),
+        f"  then:       curl -s {base}/jobs" + (' -H "Authorization: Bearer $KEY"' if auth else ""),
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return lines
 
 
 def run_dev(*, host: str | None = None, port: int | None = None) -> int:
@@ -111,6 +145,9 @@ def run_dev(*, host: str | None = None, port: int | None = None) -> int:
         return 2
     host = host or settings.host
     port = port or settings.port
+    # This process logs as its children do (migrations, the embedded server): console lines by default.
+    log_format = settings.log_format if "SCHEDULER_LOG_FORMAT" in os.environ else "console"
+    configure_logging(replace(settings, log_format=log_format))
     server = None
     url = settings.database_url
     if url is None:
@@ -148,7 +185,8 @@ def run_dev(*, host: str | None = None, port: int | None = None) -> int:
         if not _wait_healthy(f"http://{host}:{port}/healthz", api):
             _say("scheduler dev: the API did not come up; see the messages above")
             return 1
-        _banner(host, port, url, embedded=server is not None)
+        for line in banner(host, port, url, embedded=server is not None, auth=env["SCHEDULER_AUTH"] != "off"):
+            _say(line)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:

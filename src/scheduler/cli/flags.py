@@ -67,7 +67,6 @@ def read_job_file(path: str) -> JsonObject:
 _PLAIN_FIELDS = (
     ("name", "name"),
     ("description", "description"),
-    ("schedule", "schedule"),
     ("timezone", "timezone"),
     ("timeout_s", "timeout_s"),
     ("overlap", "overlap"),
@@ -80,6 +79,14 @@ def _http_flags_given(args: argparse.Namespace) -> bool:
     return any(value is not None for value in given) or args.body is not NOT_GIVEN
 
 
+# Flags that set a field of notify: (argparse dest, notify field).
+_NOTIFY_FIELDS = (("notify_url", "url"), ("notify_after", "after"), ("notify_pause_after", "pause_after"))
+
+
+def _notify_flags_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, dest, None) is not None for dest, _ in _NOTIFY_FIELDS)
+
+
 def needs_current_job(args: argparse.Namespace) -> bool:
     """Whether an update changes part of a nested field, so the rest must be read first."""
     return (
@@ -87,6 +94,7 @@ def needs_current_job(args: argparse.Namespace) -> bool:
         or args.max_attempts is not None
         or args.misfire is not None
         or bool(args.label)
+        or _notify_flags_given(args)
     )
 
 
@@ -125,12 +133,28 @@ def _action_from_flags(args: argparse.Namespace, job: JsonObject, current: JsonO
     job["action"] = action
 
 
+def _timing_from_flags(args: argparse.Namespace, job: JsonObject) -> None:
+    """One --schedule sets `schedule`; several make the job's `schedules`; exclusions as given."""
+    given = getattr(args, "schedule", None) or []
+    if len(given) == 1:
+        job["schedule"] = given[0]
+        job.pop("schedules", None)
+    elif given:
+        job["schedules"] = [{"schedule": text} for text in given]
+        job.pop("schedule", None)
+    dates = getattr(args, "exclude_date", None)
+    calendars = getattr(args, "exclude_calendar", None)
+    if dates or calendars:
+        job["exclusions"] = {"dates": dates or [], "calendars": calendars or []}
+
+
 def apply_flags(args: argparse.Namespace, job: JsonObject, current: JsonObject | None) -> JsonObject:
     """Lay the flags over ``job`` (from --from-file, or empty); nested fields merge over ``current``."""
     for dest, key in _PLAIN_FIELDS:
         value = getattr(args, dest)
         if value is not None:
             job[key] = value
+    _timing_from_flags(args, job)
     _action_from_flags(args, job, current)
     if args.max_attempts is not None:
         job["retry"] = {**_nested(job, current, "retry"), "max_attempts": args.max_attempts}
@@ -138,4 +162,15 @@ def apply_flags(args: argparse.Namespace, job: JsonObject, current: JsonObject |
         job["misfire"] = {**_nested(job, current, "misfire"), "policy": args.misfire}
     if args.label:
         job["labels"] = {**_nested(job, current, "labels"), **dict(args.label)}
+    if getattr(args, "no_notify", False):
+        if _notify_flags_given(args):
+            raise UsageError("--no-notify turns notifications off: give it without the other --notify flags")
+        job["notify"] = None
+    elif _notify_flags_given(args):
+        notify = _nested(job, current, "notify")
+        for dest, key in _NOTIFY_FIELDS:
+            value = getattr(args, dest)
+            if value is not None:
+                notify[key] = value
+        job["notify"] = notify
     return job

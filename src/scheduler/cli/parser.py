@@ -28,8 +28,25 @@ def _add_job_field_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="unique in the namespace: 1-128 of A-Z a-z 0-9 . _ -")
     parser.add_argument("--description")
-    parser.add_argument("--schedule", help="cron, @daily, '@every 1h30m' or '@at 2026-12-01T09:00:00Z'")
+    parser.add_argument(
+        "--schedule",
+        action="append",
+        help="cron, @daily, '@every 1h30m' or '@at 2026-12-01T09:00:00Z'; repeat it for several "
+        "entries (the job fires at the union of their times)",
+    )
     parser.add_argument("--timezone", help="IANA zone name (default UTC)")
+    parser.add_argument(
+        "--exclude-date",
+        metavar="YYYY-MM-DD",
+        action="append",
+        help="a local date on which the job does not fire (repeatable)",
+    )
+    parser.add_argument(
+        "--exclude-calendar",
+        metavar="CRON",
+        action="append",
+        help="5-field cron: no fire in a minute it matches, e.g. '* * * * SAT,SUN' (repeatable)",
+    )
     action = parser.add_argument_group("action (HTTP call or log line)")
     kinds = action.add_mutually_exclusive_group()
     kinds.add_argument("--http-url", metavar="URL", help="call this URL")
@@ -55,6 +72,15 @@ def _add_job_field_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--paused", action=argparse.BooleanOptionalAction, default=None, help="created or set paused"
     )
+    notify = parser.add_argument_group("notifications (signed job.failing and job.recovered events)")
+    notify.add_argument("--notify-url", metavar="URL", help="POST the job's events to this URL")
+    notify.add_argument(
+        "--notify-after", type=int, metavar="N", help="failed slots in a row before job.failing (default 3)"
+    )
+    notify.add_argument(
+        "--notify-pause-after", type=int, metavar="N", help="pause the job after N failed slots in a row"
+    )
+    notify.add_argument("--no-notify", action="store_true", help="no events and no pausing (notify: null)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

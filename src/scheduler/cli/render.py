@@ -28,7 +28,7 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def render_fields(pairs: Sequence[tuple[str, str]]) -> str:
     """`name:  value` lines with the values aligned."""
     width = max(len(name) for name, _ in pairs) + 1
-    return "\n".join(f"{name + ':':{width}}  {value}".rstrip() for name, value in pairs)
+    return "\n".join(f"{name + ':' if name else '':{width}}  {value}".rstrip() for name, value in pairs)
 
 
 def _shown(value: Any) -> str:
@@ -69,6 +69,27 @@ def describe_last_run(last_run: JsonObject | None) -> str:
     return f"{last_run.get('status')} ({last_run.get('scheduled_for')})"
 
 
+def _schedule_lines(job: JsonObject) -> list[tuple[str, str]]:
+    """The job's schedule, or each of its entries, and its exclusions."""
+    entries = job.get("schedules") or []
+    if len(entries) <= 1:
+        lines = [("schedule", f"{job.get('schedule')}  ({job.get('timezone')})")]
+    else:
+        lines = [
+            (
+                "schedule" if index == 0 else "",
+                f"{entry.get('schedule')}  ({entry.get('timezone')})"
+                + ("  paused" if entry.get("paused") else ""),
+            )
+            for index, entry in enumerate(entries)
+        ]
+    exclusions = job.get("exclusions")
+    if exclusions:
+        parts = [*(exclusions.get("dates") or []), *(exclusions.get("calendars") or [])]
+        lines.append(("excluded", f"{', '.join(parts)}  ({exclusions.get('timezone')})"))
+    return lines
+
+
 def render_job(job: JsonObject) -> str:
     """Every field of one job, one per line."""
     action = job.get("action") or {}
@@ -79,7 +100,7 @@ def render_job(job: JsonObject) -> str:
         ("name", _shown(job.get("name"))),
         ("namespace", _shown(job.get("namespace"))),
         ("description", _shown(job.get("description"))),
-        ("schedule", f"{job.get('schedule')}  ({job.get('timezone')})"),
+        *_schedule_lines(job),
         ("state", job_state(job)),
         ("next run", _shown(job.get("next_run_at"))),
         ("last run", describe_last_run(job.get("last_run"))),

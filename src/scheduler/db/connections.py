@@ -65,6 +65,24 @@ class ReadOnlyServer(psycopg.OperationalError):
     """The server answering is a standby or refuses writes: the service needs a writable primary."""
 
 
+class StalePlan(psycopg.OperationalError):
+    """A statement prepared on this connection returns other columns since a migration changed a table.
+
+    PostgreSQL refuses it (FeatureNotSupported, "cached plan must not change result type") before
+    running it, so that statement wrote nothing. Other statements prepared on the same connection
+    may be as stale: the pool closes it, and callers treat it as a lost connection.
+    """
+
+
+# How PostgreSQL words the refusal of a prepared statement whose result columns changed.
+_STALE_PLAN = "cached plan must not change result type"
+
+
+def stale_plan(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a prepared statement whose result columns changed."""
+    return isinstance(exc, pg_errors.FeatureNotSupported) and str(exc).startswith(_STALE_PLAN)
+
+
 class RawJsonLoader(Loader):
     """Hand jsonb columns over as raw bytes; the store decodes them straight into typed Structs."""
 
@@ -214,7 +232,8 @@ class Pool:
     while the new primary accepted connections. Here a connection that fails its check is dropped and
     the next one tried at once, one that cannot be opened fails at once (the caller's own short
     backoff, or the client's Retry-After, decides when to try again), and a connection that met a lost
-    or read-only server is closed rather than given back.
+    or read-only server, or a statement a migration made stale (`StalePlan`), is closed rather than
+    given back.
 
     ``check`` is how a connection is tested as it leaves the pool: ``ping`` (a round trip; the
     runner's, whose statements are rarely safe to repeat) or ``socket`` (free: a hung-up socket or a
@@ -289,6 +308,12 @@ class Pool:
             except DB_ERRORS:
                 await self._discard(conn)  # whatever met it may still be wrong with this connection
                 raise
+            except pg_errors.FeatureNotSupported as exc:
+                if not stale_plan(exc):
+                    await self._give_back(conn)
+                    raise
+                await self._discard(conn)  # its other prepared statements may be stale too
+                raise StalePlan(str(exc)) from exc
             except BaseException:
                 await self._give_back(conn)
                 raise

@@ -145,6 +145,14 @@ def built(build: Callable[..., T], *queries: str, discarded: Sequence[str] = ())
 _PLAIN = (UUID, str, int, float, bool, datetime, date, bytes)
 
 
+def _as_json(kind: Any) -> bool:
+    """Whether a field's type is marked to be stored as one JSON column (`models.STORED_AS_JSON`)."""
+    if get_origin(kind) is not Annotated:
+        return False
+    metas = [mark for mark in get_args(kind)[1:] if isinstance(mark, msgspec.Meta)]
+    return any((meta.extra or {}).get("column") == "json" for meta in metas)
+
+
 def _bare(kind: Any) -> tuple[Any, bool]:
     """The type without its constraints and None, and whether None is allowed."""
     if get_origin(kind) is Annotated:
@@ -161,7 +169,7 @@ def _is_struct(kind: Any) -> bool:
 
 
 def _is_json(kind: Any) -> bool:
-    if get_origin(kind) in (dict, list):
+    if get_origin(kind) in (dict, list, tuple):
         return True
     return isinstance(kind, UnionType) and all(_is_struct(member) for member in get_args(kind))
 
@@ -191,7 +199,8 @@ class _BuilderSource:
         for field in msgspec.structs.fields(cls):
             kind, nullable = _bare(field.type)
             column = prefix + field.name
-            if _is_struct(kind):
+            json_column = _as_json(field.type)
+            if _is_struct(kind) and not json_column:
                 first = len(self.columns)
                 value = self.construct(kind, column + "_")
                 if nullable:
@@ -202,7 +211,7 @@ class _BuilderSource:
                     raise TypeError(f"column {column!r} cannot name a parameter")
                 self.columns.append(column)
                 value = column
-                decode = _column_decoder(kind)
+                decode = msgspec.json.Decoder(kind).decode if json_column else _column_decoder(kind)
                 if decode is not None:
                     self.names[f"_read_{column}"] = decode
                     value = f"_read_{column}({column})"
@@ -234,6 +243,10 @@ def struct(cls: type[T], *queries: str) -> RowShape[T]:
     return built(_struct_builder(cls), *queries)
 
 
+def _json_text(value: Any) -> str:
+    return _json_encoder.encode(value).decode()
+
+
 def _column_encoder(kind: Any) -> Callable[[Any], Any] | None:
     """How a one-column field is written; None when as it is."""
     if kind in _PLAIN:
@@ -250,9 +263,10 @@ def _struct_writer(cls: type[msgspec.Struct], prefix: str = "") -> Callable[[Any
     steps: list[Callable[[Any, dict[str, Any]], None]] = []
     for field in msgspec.structs.fields(cls):
         kind, nullable = _bare(field.type)
-        if nullable and _is_struct(kind):  # nothing writes one yet: last_run is the database's
+        json_column = _as_json(field.type)
+        if nullable and _is_struct(kind) and not json_column:  # last_run is the database's
             raise TypeError(f"{cls.__name__}.{field.name}: an optional nested Struct is not written")
-        steps.append(_field_writer(field.name, prefix + field.name, kind))
+        steps.append(_field_writer(field.name, prefix + field.name, kind, json_column=json_column))
 
     def write(value: Any, params: dict[str, Any]) -> None:
         for step in steps:
@@ -261,12 +275,14 @@ def _struct_writer(cls: type[msgspec.Struct], prefix: str = "") -> Callable[[Any
     return write
 
 
-def _field_writer(name: str, column: str, kind: Any) -> Callable[[Any, dict[str, Any]], None]:
+def _field_writer(
+    name: str, column: str, kind: Any, *, json_column: bool = False
+) -> Callable[[Any, dict[str, Any]], None]:
     get = attrgetter(name)
-    if _is_struct(kind):
+    if _is_struct(kind) and not json_column:
         nested = _struct_writer(kind, column + "_")
         return lambda value, params: nested(get(value), params)
-    encode = _column_encoder(kind)
+    encode = _json_text if json_column else _column_encoder(kind)
     if encode is None:
         return lambda value, params: params.__setitem__(column, get(value))
     return lambda value, params: params.__setitem__(

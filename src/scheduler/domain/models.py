@@ -9,6 +9,12 @@ from uuid import UUID
 
 import msgspec
 
+from scheduler.domain.exclusions import Exclusions
+from scheduler.domain.schedule import Entry
+
+STORED_AS_JSON = msgspec.Meta(extra={"column": "json"})
+"""Marks a field holding one Struct that the store keeps as one JSON column, not a column per field."""
+
 # ------------------------------------------------------------------------------------------ enums
 
 
@@ -102,6 +108,20 @@ class Misfire(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     window_s: Annotated[int, msgspec.Meta(ge=1, le=604_800)] = 3600
 
 
+class Notify(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Who hears of a job that keeps failing, and when; and whether the job pauses itself."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)] | None = None
+    """Where `job.failing` and `job.recovered` events are POSTed, signed as the job's calls are."""
+    after: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    """Failed slots in a row (each slot's final attempt; retries are not counted apart) before the
+    one `job.failing` event."""
+    on_recovery: bool = True
+    """POST `job.recovered` when a job reported failing next succeeds."""
+    pause_after: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    """Pause the job, with a note saying why, once this many slots in a row have failed."""
+
+
 # ------------------------------------------------------------------------------------------ rows
 
 
@@ -135,6 +155,12 @@ class JobValues(msgspec.Struct, kw_only=True):
     next_run_at: datetime | None
     anchor_at: datetime
     """Where `@every` counts from: start_at when given, else the creation (or rescheduling) time."""
+    schedules: tuple[Entry, ...] = ()
+    """Every schedule entry of a job with several (the fields above then repeat the first); else empty."""
+    exclusions: Annotated[Exclusions | None, STORED_AS_JSON] = None
+    """The dates and calendars on which the job does not fire."""
+    notify: Annotated[Notify | None, STORED_AS_JSON] = None
+    """Failure and recovery notifications, and pausing after failures; None for neither."""
 
 
 class Job(JobValues, kw_only=True):
@@ -150,6 +176,20 @@ class Job(JobValues, kw_only=True):
     """The console's note on why the job is paused."""
     consecutive_failures: int
     """How many of the newest finished runs in a row did not succeed (0 after a success)."""
+    failed_slots: int = 0
+    """How many of the newest slots in a row failed on their final attempt (0 after a success)."""
+
+
+class SentRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """The HTTP request an attempt sent, as a run records it: secrets masked, headers and body capped."""
+
+    method: str
+    url: str
+    """The URL called: the last hop when redirects were followed; secret-looking query values masked."""
+    headers: dict[str, str]
+    body: str | None = None
+    """The first 4 KiB of the body as text (invalid UTF-8 as U+FFFD); None when there was none."""
+    body_truncated: bool = False
 
 
 class Outcome(msgspec.Struct, kw_only=True, frozen=True):
@@ -163,6 +203,10 @@ class Outcome(msgspec.Struct, kw_only=True, frozen=True):
     error: str | None = None
     retryable: bool = True
     """False for failures no retry can mend (a refused address, an invalid URL): final at once."""
+    request: SentRequest | None = None
+    """What an HTTP attempt sent (None for log actions and rescued runs), masked before it is stored."""
+    response_headers: dict[str, str] | None = None
+    """The response's headers, masked and capped, when one came back."""
 
 
 class Run(msgspec.Struct, kw_only=True):

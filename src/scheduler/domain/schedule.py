@@ -33,25 +33,33 @@ from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol, TypeAlias
+from uuid import UUID
 
 import msgspec
 
+from scheduler.domain import exclusions as exclusion_rules
 from scheduler.domain.cron import MACROS, Pattern, cron_fields
+from scheduler.domain.exclusions import Exclusions
 from scheduler.domain.zones import ScheduleError, zone, zone_clock
 
 # What other modules import from here, the zone and the error among them: one module to import.
 __all__ = [
+    "MAX_ENTRIES",
     "MAX_INTERVAL",
     "At",
     "Compiled",
     "Cron",
+    "Entry",
     "Every",
+    "Exclusions",
     "ScheduleError",
     "Timing",
     "TimingFields",
     "compile_schedule",
     "fire_times",
+    "fire_times_from",
     "next_fire",
+    "next_fire_from",
     "prev_fire",
     "validate",
     "zone",
@@ -68,6 +76,7 @@ _BACK_WINDOW = 128
 _NOT_SCHEDULE_TEXT = re.compile(r"[^\t -~]")
 _INTERVAL = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 MAX_INTERVAL = timedelta(days=3660)
+MAX_ENTRIES = 20
 
 
 class Cron:
@@ -348,82 +357,245 @@ class TimingFields(Protocol):
         """No fire after it."""
         ...
 
+    @property
+    def schedules(self) -> tuple[Entry, ...]:
+        """Every schedule entry when there are several, else empty."""
+        ...
 
-class Timing(msgspec.Struct, frozen=True):
-    """Everything that decides when a job fires (a Struct: the runner builds one per fire)."""
+    @property
+    def exclusions(self) -> Exclusions | None:
+        """When the job does not fire."""
+        ...
+
+
+class _Bounds(Protocol):
+    """One schedule entry's expression, zone, anchor and bounds."""
+
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def anchor_at(self) -> datetime: ...
+    @property
+    def start_at(self) -> datetime | None: ...
+    @property
+    def end_at(self) -> datetime | None: ...
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One schedule entry of a job that has several: its own expression, zone, bounds and pause."""
 
     schedule: str
     timezone: str
     anchor_at: datetime
     start_at: datetime | None = None
     end_at: datetime | None = None
+    paused: bool = False
+    id: UUID | None = None
+
+
+class Timing(msgspec.Struct, frozen=True):
+    """Everything that decides when a job fires (a Struct: the runner builds one per fire).
+
+    A job with one schedule entry holds it in the five fields. A job with several lists them all in
+    ``entries`` (the five fields then repeat the first, for readers that know only one) and fires
+    at the union of their times, one fire per instant. ``exclusions`` take fires away from either.
+    """
+
+    schedule: str
+    timezone: str
+    anchor_at: datetime
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    entries: tuple[Entry, ...] = ()
+    exclusions: Exclusions | None = None
 
     @classmethod
     def of(cls, values: TimingFields) -> Timing:
-        """The timing of a job, its values or anything else holding the five fields."""
-        return cls(values.schedule, values.timezone, values.anchor_at, values.start_at, values.end_at)
+        """The timing of a job, its values or anything else holding the timing fields."""
+        return cls(
+            values.schedule,
+            values.timezone,
+            values.anchor_at,
+            values.start_at,
+            values.end_at,
+            values.schedules,
+            values.exclusions,
+        )
+
+    @property
+    def single(self) -> bool:
+        """Whether the five fields alone decide (one entry, no exclusions): the runner's usual case."""
+        return not self.entries and self.exclusions is None
+
+
+def _next_one(entry: _Bounds, after: datetime) -> datetime | None:
+    compiled = compile_schedule(entry.schedule, entry.timezone)
+    base = after
+    if entry.start_at is not None and entry.start_at > base:
+        base = entry.start_at - _ONE_US
+    if isinstance(compiled, Every):
+        found: datetime | None = compiled.next_after(base, entry.anchor_at)
+    else:
+        found = compiled.next_after(base)
+    if found is None or (entry.end_at is not None and found > entry.end_at):
+        return None
+    return found
+
+
+def _prev_one(entry: _Bounds, at: datetime) -> datetime | None:
+    compiled = compile_schedule(entry.schedule, entry.timezone)
+    base = at
+    if entry.end_at is not None and entry.end_at < base:
+        base = entry.end_at
+    if isinstance(compiled, Every):
+        found = compiled.last_at_or_before(base, entry.anchor_at)
+    else:
+        found = compiled.last_at_or_before(base)
+    if found is None or (entry.start_at is not None and found < entry.start_at):
+        return None
+    return found
+
+
+def _active(timing: Timing) -> tuple[_Bounds, ...]:
+    if not timing.entries:
+        return (timing,)
+    return tuple(entry for entry in timing.entries if not entry.paused)
 
 
 def next_fire(timing: Timing, after: datetime) -> datetime | None:
     """Return the job's first fire time strictly after ``after``, or None when it has no more.
 
-    Honors ``start_at`` (first fire at or after it) and ``end_at`` (no fire after it).
+    Honors each entry's ``start_at`` (first fire at or after it) and ``end_at`` (no fire after it),
+    and the exclusions.
     """
-    compiled = compile_schedule(timing.schedule, timing.timezone)
-    base = after
-    if timing.start_at is not None and timing.start_at > base:
-        base = timing.start_at - _ONE_US
-    if isinstance(compiled, Every):
-        found: datetime | None = compiled.next_after(base, timing.anchor_at)
-    else:
-        found = compiled.next_after(base)
-    if found is None or (timing.end_at is not None and found > timing.end_at):
-        return None
-    return found
+    if timing.single:
+        return _next_one(timing, after)
+    found = next_fire_from(timing, after)
+    return None if found is None else found[0]
+
+
+def next_fire_from(timing: Timing, after: datetime) -> tuple[datetime, tuple[int, ...]] | None:
+    """Return the first fire time after ``after`` and the indexes of the entries firing at it.
+
+    Entries due at the same instant make one fire. An excluded fire moves the search past the
+    excluded span it falls in, so the cost is set by the exclusions, not by the schedule.
+    """
+    entries = _active(timing)
+    moment = after
+    for _ in range(exclusion_rules.MAX_SKIPS + 1):
+        best: datetime | None = None
+        sources: list[int] = []
+        for index, entry in enumerate(entries):
+            found = _next_one(entry, moment)
+            if found is None:
+                continue
+            if best is None or found < best:
+                best, sources = found, [index]
+            elif found == best:
+                sources.append(index)
+        if best is None:
+            return None
+        span = None if timing.exclusions is None else exclusion_rules.excluded_span(timing.exclusions, best)
+        if span is None:
+            return best, _original_indexes(timing, sources)
+        moment = span[1] - _ONE_US
+    return None
+
+
+def _original_indexes(timing: Timing, sources: list[int]) -> tuple[int, ...]:
+    """Indexes among all entries (paused ones included) of indexes among the active ones."""
+    if not timing.entries or all(not entry.paused for entry in timing.entries):
+        return tuple(sources)
+    active = [index for index, entry in enumerate(timing.entries) if not entry.paused]
+    return tuple(active[index] for index in sources)
 
 
 def prev_fire(timing: Timing, at: datetime) -> datetime | None:
     """Return the job's latest fire time at or before ``at``, or None when it has none.
 
-    The mirror of `next_fire` (same slots, same DST rules, same ``start_at`` and ``end_at``
-    bounds), computed directly: its cost does not grow with how far back the slots lie.
+    The mirror of `next_fire` (same slots, same DST rules, same bounds and exclusions), computed
+    directly: its cost does not grow with how far back the slots lie.
     """
-    compiled = compile_schedule(timing.schedule, timing.timezone)
-    base = at
-    if timing.end_at is not None and timing.end_at < base:
-        base = timing.end_at
-    if isinstance(compiled, Every):
-        found = compiled.last_at_or_before(base, timing.anchor_at)
-    else:
-        found = compiled.last_at_or_before(base)
-    if found is None or (timing.start_at is not None and found < timing.start_at):
-        return None
-    return found
+    if timing.single:
+        return _prev_one(timing, at)
+    entries = _active(timing)
+    moment = at
+    for _ in range(exclusion_rules.MAX_SKIPS + 1):
+        best: datetime | None = None
+        for entry in entries:
+            found = _prev_one(entry, moment)
+            if found is not None and (best is None or found > best):
+                best = found
+        if best is None:
+            return None
+        span = None if timing.exclusions is None else exclusion_rules.excluded_span(timing.exclusions, best)
+        if span is None:
+            return best
+        moment = span[0] - _ONE_US
+    return None
 
 
 def fire_times(timing: Timing, after: datetime, count: int) -> list[datetime]:
     """Return up to ``count`` consecutive fire times after ``after``."""
-    times: list[datetime] = []
+    return [moment for moment, _ in fire_times_from(timing, after, count)]
+
+
+def fire_times_from(timing: Timing, after: datetime, count: int) -> list[tuple[datetime, tuple[int, ...]]]:
+    """Return up to ``count`` consecutive fire times after ``after``, each with its entries' indexes."""
+    times: list[tuple[datetime, tuple[int, ...]]] = []
     moment = after
     while len(times) < count:
-        found = next_fire(timing, moment)
+        found = next_fire_from(timing, moment)
         if found is None:
             break
         times.append(found)
-        moment = found
+        moment = found[0]
     return times
 
 
 def validate(timing: Timing, now: datetime) -> datetime:
     """Check that the job will fire at least once after ``now``; return that first fire time."""
+    if timing.entries:
+        return _validate_entries(timing, now)
     if timing.end_at is not None and timing.start_at is not None and timing.end_at <= timing.start_at:
         raise ScheduleError("must be after start_at", field="end_at")
+    if timing.exclusions is not None:
+        exclusion_rules.check(timing.exclusions)
     first = next_fire(timing, now)
     if first is None:
         compiled = compile_schedule(timing.schedule, timing.timezone)
         if isinstance(compiled, At):
             raise ScheduleError("the @at time has passed; the job would never fire")
-        if timing.end_at is not None and next_fire(msgspec.structs.replace(timing, end_at=None), now):
+        bare = msgspec.structs.replace(timing, end_at=None, exclusions=None)
+        if timing.end_at is not None and next_fire(bare, now):
             raise ScheduleError("the schedule has no fire time before end_at", field="end_at")
+        if timing.exclusions is not None and next_fire(msgspec.structs.replace(timing, exclusions=None), now):
+            raise ScheduleError("the exclusions leave no fire time", field="exclusions")
         raise ScheduleError(f"schedule {timing.schedule!r} never fires")
+    return first
+
+
+def _validate_entries(timing: Timing, now: datetime) -> datetime:
+    if len(timing.entries) > MAX_ENTRIES:
+        raise ScheduleError(f"a job holds at most {MAX_ENTRIES} schedule entries", field="schedules")
+    for index, entry in enumerate(timing.entries):
+        where = f"schedules[{index}]"
+        try:
+            compile_schedule(entry.schedule, entry.timezone)
+        except ScheduleError as exc:
+            field = "timezone" if exc.field == "timezone" else "schedule"
+            raise ScheduleError(str(exc), field=f"{where}.{field}") from None
+        if entry.end_at is not None and entry.start_at is not None and entry.end_at <= entry.start_at:
+            raise ScheduleError("must be after start_at", field=f"{where}.end_at")
+    if all(entry.paused for entry in timing.entries):
+        raise ScheduleError("every schedule entry is paused; pause the job instead", field="schedules")
+    if timing.exclusions is not None:
+        exclusion_rules.check(timing.exclusions)
+    first = next_fire(timing, now)
+    if first is None:
+        if timing.exclusions is not None and next_fire(msgspec.structs.replace(timing, exclusions=None), now):
+            raise ScheduleError("the exclusions leave no fire time", field="exclusions")
+        raise ScheduleError("no schedule entry fires again", field="schedules")
     return first

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from scheduler.domain import names
-from scheduler.domain.models import Action, HttpAction, JobValues, RetryPolicy
+from scheduler.domain.models import Action, HttpAction, JobValues, Notify, RetryPolicy
 
 
 class FieldError(msgspec.Struct):
@@ -50,25 +50,27 @@ _RESERVED_HEADERS = frozenset(
 _SUCCESS_CODES = re.compile(r"^\s*([1-5](?:xx|\d\d))\s*(?:,\s*([1-5](?:xx|\d\d))\s*)*$")
 
 
-def _check_url(url: str) -> list[FieldError]:
+def _check_url(url: str, field: str = "action.url") -> list[FieldError]:
+    """The problems of a URL the runners will call: an HTTP action's, or a job's notify.url."""
     errors: list[FieldError] = []
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # an unbalanced IPv6 bracket, for one
-        return [FieldError("action.url", f"is not a URL ({exc})")]
+        return [FieldError(field, f"is not a URL ({exc})")]
     if parts.scheme not in ("http", "https"):
-        errors.append(FieldError("action.url", "must be an http:// or https:// URL"))
+        errors.append(FieldError(field, "must be an http:// or https:// URL"))
     elif not parts.hostname:
-        errors.append(FieldError("action.url", "has no host"))
+        errors.append(FieldError(field, "has no host"))
     elif parts.username or parts.password:
-        errors.append(FieldError("action.url", "must not carry credentials; use action.headers"))
+        hint = "; use action.headers" if field == "action.url" else ""
+        errors.append(FieldError(field, f"must not carry credentials{hint}"))
     else:
         try:
             _ = parts.port
         except ValueError:
-            errors.append(FieldError("action.url", "has an invalid port"))
+            errors.append(FieldError(field, "has an invalid port"))
     if any(ch in url for ch in " \r\n\t"):
-        errors.append(FieldError("action.url", "must not contain whitespace"))
+        errors.append(FieldError(field, "must not contain whitespace"))
     return errors
 
 
@@ -145,6 +147,23 @@ def check_policies(retry: RetryPolicy, labels: dict[str, str]) -> list[FieldErro
     return errors
 
 
+def check_notify(notify: Notify | None) -> list[FieldError]:
+    """Return what is wrong with a job's notify beyond its types (its URL follows the actions' rules)."""
+    if notify is None:
+        return []
+    if notify.url is None and notify.pause_after is None:
+        return [FieldError("notify", "names neither url nor pause_after; send null for no notifications")]
+    errors = [] if notify.url is None else _check_url(notify.url, "notify.url")
+    if notify.url is not None and notify.pause_after is not None and notify.pause_after < notify.after:
+        errors.append(
+            FieldError(
+                "notify.pause_after",
+                f"must be at least notify.after ({notify.after}), or the job pauses before it is reported",
+            )
+        )
+    return errors
+
+
 def check_job(values: JobValues) -> list[FieldError]:
     """Every field of a job's values that is wrong beyond its type (the timing is checked apart)."""
     errors = (
@@ -152,7 +171,11 @@ def check_job(values: JobValues) -> list[FieldError]:
         + check_instant("end_at", values.end_at)
         + check_action(values.action)
         + check_policies(values.retry, values.labels)
+        + check_notify(values.notify)
     )
+    for index, entry in enumerate(values.schedules):
+        errors += check_instant(f"schedules[{index}].start_at", entry.start_at)
+        errors += check_instant(f"schedules[{index}].end_at", entry.end_at)
     if not names.is_job_name(values.name):
         errors.append(FieldError("name", names.JOB_NAME_RULE))
     return errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from scheduler.domain.models import Job, JobValues, Run, RunStatus, RunTrigger, 
 from scheduler.domain.schedule import ScheduleError, Timing
 from scheduler.domain.validation import FieldError, check_job
 from scheduler.ids import uuid7
-from scheduler.operations import fires, pages
+from scheduler.operations import fires, pages, timing
 from scheduler.operations.errors import (
     ConflictError,
     InvalidError,
@@ -26,9 +27,10 @@ from scheduler.operations.errors import (
     job_not_found,
 )
 from scheduler.operations.runs import JobRun
+from scheduler.operations.timing import TIMING_FIELDS, anchor_for
 
-# The fields that decide when a job fires: changing any of them recomputes next_run_at.
-TIMING_FIELDS = ("schedule", "timezone", "start_at", "end_at")
+__all__ = ["SETTABLE_FIELDS", "TIMING_FIELDS", "anchor_for"]
+
 # The fields a job's owner sets (what create takes and update may change).
 SETTABLE_FIELDS = (
     "name",
@@ -44,12 +46,10 @@ SETTABLE_FIELDS = (
     "overlap",
     "paused",
     "labels",
+    "notify",
+    "schedules",
+    "exclusions",
 )
-
-
-def anchor_for(start_at: datetime | None, now: datetime) -> datetime:
-    """Where `@every` counts from: start_at, else ``now`` truncated to the second."""
-    return start_at if start_at is not None else now.replace(microsecond=0)
 
 
 def first_fire(timing: Timing, now: datetime) -> datetime:
@@ -62,10 +62,13 @@ def first_fire(timing: Timing, now: datetime) -> datetime:
         raise InvalidError.field("schedule", "its fire times fall outside the years 1 to 9999") from None
 
 
-def fire_times(timing: Timing, after: datetime, count: int) -> list[datetime]:
-    """The next ``count`` fire times after ``after`` (InvalidError naming `count` past year 9999)."""
+def fire_times(timing: Timing, after: datetime, count: int) -> list[tuple[datetime, tuple[int, ...]]]:
+    """The next ``count`` fire times after ``after``, each with the indexes of its entries.
+
+    InvalidError naming `count` when they run past the year 9999.
+    """
     try:
-        return schedule.fire_times(timing, after, count)
+        return schedule.fire_times_from(timing, after, count)
     except OverflowError:
         raise InvalidError.field("count", "the fire times run past the year 9999; ask for fewer") from None
 
@@ -123,15 +126,24 @@ async def get(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job:
 
 
 def new_values(*, namespace: str, spec: object, now: datetime) -> JobValues:
-    """The checked values of a new job from ``spec`` (anything with the settable fields), as of ``now``."""
+    """The checked values of a new job from ``spec`` (anything with the settable fields), as of ``now``.
+
+    ``spec`` gives either ``schedule`` (with its timezone and bounds) or ``schedules``, a list of
+    entries; ``exclusions`` may be absent.
+    """
     values = project(
         JobValues,
         spec,
         id=uuid7(),
         namespace=namespace,
-        anchor_at=anchor_for(getattr(spec, "start_at", None), now),
+        schedule="",
+        anchor_at=now,
+        schedules=(),
+        exclusions=None,
         next_run_at=None,
     )
+    changes = {name: getattr(spec, name) for name in TIMING_FIELDS if hasattr(spec, name)}
+    timing.assign(values, changes, before=None, now=now)
     check(values)
     first = first_fire(Timing.of(values), now)
     values.next_run_at = None if values.paused else first
@@ -139,18 +151,72 @@ def new_values(*, namespace: str, spec: object, now: datetime) -> JobValues:
 
 
 async def count_jobs(conn: AsyncConn, *, namespace: str, delta: int, quota: int) -> None:
-    """Count ``delta`` more jobs in the namespace; QuotaExceededError when that passes ``quota``.
+    """Count ``delta`` more (or fewer) jobs in the namespace; QuotaExceededError when that passes ``quota``.
 
-    Called last in a write: the count's row lock orders racing creates in a namespace, so together
-    they cannot pass the quota, and it is held only from here to the commit. Raising rolls back the
-    jobs and the count alike.
+    Called last in a write, so the count's row lock is held only from here to the commit; raising
+    rolls back the jobs and the count alike. The count is spread over shard rows, each allowed its
+    share of the quota: one create locks one shard with room, so creates in a namespace do not
+    queue behind each other's commits, and a create is refused only once every shard is full,
+    which is when the namespace holds its quota. A full shard is tried without being locked.
     """
-    if delta == 0:
-        return
-    if await store.namespace_usage_add(conn, namespace=namespace, delta=delta) > quota and delta > 0:
-        raise QuotaExceededError(
-            f"namespace {namespace!r} holds its quota of {quota} jobs; delete jobs before creating more"
-        )
+    if delta == 1:
+        if not await _take_one(conn, namespace, quota):
+            raise _over_quota(namespace, quota)
+    elif delta == -1:
+        await _give_back_one(conn, namespace)
+    elif delta != 0:
+        await _count_many(conn, namespace, delta, quota)
+
+
+def _over_quota(namespace: str, quota: int) -> QuotaExceededError:
+    return QuotaExceededError(
+        f"namespace {namespace!r} holds its quota of {quota} jobs; delete jobs before creating more"
+    )
+
+
+async def _take_one(conn: AsyncConn, namespace: str, quota: int) -> bool:
+    first = secrets.randbelow(store.USAGE_SHARDS)
+    if await store.namespace_usage_take_one(conn, namespace=namespace, shard=first, quota=quota):
+        return True
+    # The shard is full, or the namespace's shards do not exist yet (its first job).
+    await store.namespace_usage_shards_ensure(conn, namespace=namespace)
+    for shard in (first, *(other for other in range(store.USAGE_SHARDS) if other != first)):
+        if await store.namespace_usage_take_one(conn, namespace=namespace, shard=shard, quota=quota):
+            return True
+    return False
+
+
+async def _give_back_one(conn: AsyncConn, namespace: str) -> None:
+    first = secrets.randbelow(store.USAGE_SHARDS)
+    for shard in (first, *(other for other in range(store.USAGE_SHARDS) if other != first)):
+        if await store.namespace_usage_give_back_one(conn, namespace=namespace, shard=shard):
+            return
+    # Counted before the shards existed (or by a previous release during an upgrade).
+    await store.namespace_usage_add(conn, namespace=namespace, delta=-1)
+
+
+async def _count_many(conn: AsyncConn, namespace: str, delta: int, quota: int) -> None:
+    """A bulk change (an apply): every shard locked in order, the count spread within the shares."""
+    await store.namespace_usage_shards_ensure(conn, namespace=namespace)
+    shards = await store.namespace_usage_lock_shards(conn, namespace=namespace, quota=quota)
+    counts = {shard.shard: shard.jobs for shard in shards}
+    if delta > 0:
+        if sum(max(shard.share - shard.jobs, 0) for shard in shards) < delta:
+            raise _over_quota(namespace, quota)
+        left = delta
+        for shard in shards:
+            taken = min(left, max(shard.share - shard.jobs, 0))
+            counts[shard.shard] += taken
+            left -= taken
+    else:
+        left = -delta
+        for shard in shards:
+            given = min(left, shard.jobs)
+            counts[shard.shard] -= given
+            left -= given
+        if left:
+            await store.namespace_usage_add(conn, namespace=namespace, delta=-left)
+    await store.namespace_usage_set_shards(conn, namespace=namespace, counts=counts)
 
 
 async def create(conn: AsyncConn, *, namespace: str, spec: object, now: datetime, quota: int) -> Job:
@@ -170,12 +236,11 @@ def merge(job: Job, changes: Mapping[str, Any], now: datetime) -> JobValues:
     """The job's values with ``changes`` applied; next_run_at recomputed only when timing or pause changed."""
     if unknown := changes.keys() - set(SETTABLE_FIELDS):
         raise TypeError(f"not settable: {', '.join(sorted(unknown))}")
-    values = project(
-        JobValues, job, **{name: changes.get(name, getattr(job, name)) for name in SETTABLE_FIELDS}
-    )
-    if any(getattr(values, name) != getattr(job, name) for name in TIMING_FIELDS):
-        if values.start_at != job.start_at or values.schedule != job.schedule:
-            values.anchor_at = anchor_for(values.start_at, now)
+    plain = {name: changes[name] for name in SETTABLE_FIELDS if name in changes and name not in TIMING_FIELDS}
+    values = project(JobValues, job, **plain) if plain else project(JobValues, job)
+    if any(name in changes for name in TIMING_FIELDS):
+        timing.assign(values, changes, before=job, now=now)
+    if Timing.of(values) != Timing.of(job):
         first = first_fire(Timing.of(values), now)
         values.next_run_at = None if values.paused else first
     elif values.paused != job.paused:
@@ -257,13 +322,16 @@ async def remove(conn: AsyncConn, *, namespace: str, job_id: UUID) -> None:
     await _locked(conn, namespace, job_id)
     await store.run_cancel_active_for_job(conn, job_id=job_id, reason="job deleted")
     await store.job_delete(conn, namespace=namespace, job_id=job_id)
-    await store.namespace_usage_add(conn, namespace=namespace, delta=-1)
+    await count_jobs(conn, namespace=namespace, delta=-1, quota=0)
 
 
 async def next_runs(
     conn: AsyncConn, *, namespace: str, job_id: UUID, count: int, now: datetime
-) -> list[datetime]:
-    """The job's next ``count`` fire times after ``now`` (or from start_at), ignoring pause."""
+) -> list[tuple[datetime, tuple[int, ...]]]:
+    """The job's next ``count`` fire times after ``now`` (or from start_at), ignoring pause.
+
+    Each comes with the indexes of the schedule entries due at it.
+    """
     job = await get(conn, namespace=namespace, job_id=job_id)
     return fire_times(Timing.of(job), now, count)
 

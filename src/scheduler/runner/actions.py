@@ -23,6 +23,8 @@ from scheduler import __version__
 from scheduler.config import Network
 from scheduler.domain.models import Action, HttpAction, LogAction, Outcome, RunStatus
 from scheduler.domain.webhooks import message_id, sign
+from scheduler.runner.errors_text import call_error_text, timeout_text
+from scheduler.runner.exchange import capped_headers, sent_request
 from scheduler.runner.outbound import (
     BlockedAddressError,
     IPAddress,
@@ -262,6 +264,25 @@ class _Request(NamedTuple):
     headers: Mapping[str, str]
 
 
+class _Trail:
+    """How far a call got: the request last sent and the headers of its response, whatever ends the call."""
+
+    __slots__ = ("request", "response_headers", "sent_headers")
+
+    def __init__(self, request: _Request) -> None:
+        self.request = request
+        self.sent_headers: Mapping[str, str] | None = None
+        """The headers exactly as the client sent them (`Host`, `Content-Length` ...), once it did."""
+        self.response_headers: dict[str, str] | None = None
+
+    def kept(self, outcome: Outcome) -> Outcome:
+        """The outcome with the request and the response headers, masked and capped (`runner.exchange`)."""
+        request = self.request
+        headers = request.headers if self.sent_headers is None else self.sent_headers
+        sent = sent_request(request.method, str(request.target.url), headers, request.content)
+        return msgspec.structs.replace(outcome, request=sent, response_headers=self.response_headers)
+
+
 def _next_hop(request: _Request, status: int, location: str, hops: list[URL]) -> _Request:
     """The request a redirect asks for, as browsers and httpx make it; its URL joins ``hops`` first."""
     try:
@@ -282,14 +303,22 @@ def _next_hop(request: _Request, status: int, location: str, hops: list[URL]) ->
 
 
 async def _exchange(
-    client: OutboundClient, request: _Request, *, follow_redirects: bool, hops: list[URL]
+    client: OutboundClient,
+    request: _Request,
+    *,
+    follow_redirects: bool,
+    hops: list[URL],
+    trail: _Trail | None = None,
 ) -> tuple[int, str]:
     """Send the request (and the redirects it leads to, when followed); the final status and output.
 
-    ``hops`` collects every redirect target, so an error can say where the call had got to.
+    ``hops`` collects every redirect target, so an error can say where the call had got to;
+    ``trail`` the request last sent and its response's headers, for the run to record.
     """
     session = client.session
     while True:
+        if trail is not None:
+            trail.request, trail.sent_headers, trail.response_headers = request, None, None
         _refuse_blocked_literal(request.target, client.allow_nets)
         async with session.request(
             request.method,
@@ -299,6 +328,9 @@ async def _exchange(
             allow_redirects=False,
         ) as response:
             status = response.status
+            if trail is not None:
+                trail.sent_headers = response.request_info.headers
+                trail.response_headers = capped_headers(response.headers.items())
             location = (
                 response.headers.get("location") if follow_redirects and status in REDIRECT_STATUSES else None
             )
@@ -317,8 +349,18 @@ async def run_http_action(
     ``client`` is the runner's `OutboundClient` (`scheduler.runner.service.http_client`), whose
     every connection passes the outbound address rules; redirect hops, when the action follows
     them, are made here one by one through the same client. The timeout covers the whole attempt:
-    connecting, sending, every hop and reading.
+    connecting, sending, every hop and reading. The outcome also carries the request last sent and
+    its response's headers, masked and capped (`runner.exchange`), however the call ended.
     """
+    trails: list[_Trail] = []
+    outcome = await _call(client, action, attempt, secrets, trails)
+    return trails[0].kept(outcome) if trails else outcome
+
+
+async def _call(
+    client: OutboundClient, action: HttpAction, attempt: Attempt, secrets: list[str], trails: list[_Trail]
+) -> Outcome:
+    """The call of `run_http_action`; ``trails`` gets its `_Trail` once the request is made."""
     started = time.perf_counter()
     try:
         target = target_for(action.url)
@@ -335,19 +377,23 @@ async def run_http_action(
     headers["webhook-timestamp"] = str(timestamp)
     headers["webhook-signature"] = sign(secrets, msg_id, timestamp, content or b"")
     hops: list[URL] = []
+    trails.append(_Trail(_Request(action.method, target, content, headers)))
     try:
         async with asyncio.timeout(attempt.timeout_s):
             status, output = await _exchange(
                 client,
-                _Request(action.method, target, content, headers),
+                trails[0].request,
                 follow_redirects=action.follow_redirects,
                 hops=hops,
+                trail=trails[0],
             )
     except TimeoutError:
         return Outcome(
             status=RunStatus.TIMED_OUT,
             duration_ms=_elapsed_ms(started),
-            error=f"no complete response within timeout_s={attempt.timeout_s}",
+            error=_where(
+                timeout_text(attempt.timeout_s, hops[-1] if hops else target.url), action.url, target, hops
+            ),
         )
     except (aiohttp.ClientError, InvalidTargetError, TooManyRedirectsError) as exc:
         return _failed_by(exc, started, action.url, target, hops)
@@ -379,7 +425,9 @@ def _failed_by(exc: Exception, started: float, written: str, target: Target, hop
         return _failed(started, _where(str(exc), written, target, hops), retryable=False)
     if isinstance(exc, aiohttp.InvalidURL):
         return _failed(started, _where(f"invalid URL: {exc}", written, target, hops), retryable=False)
-    return _failed(started, _where(f"{type(exc).__name__}: {exc}", written, target, hops))
+    return _failed(
+        started, _where(call_error_text(exc, hops[-1] if hops else target.url), written, target, hops)
+    )
 
 
 def _where(message: str, written: str, target: Target, hops: list[URL]) -> str:

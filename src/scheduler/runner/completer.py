@@ -11,6 +11,7 @@ what made it fail.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class Completion:
     attempt: int
     retry: RetryPolicy
     overlap: OverlapPolicy
+    namespace: str = ""
+    """The job's namespace and name, for the metrics and the log lines (empty when not known)."""
+    job_name: str = ""
 
 
 @dataclass(slots=True)
@@ -144,19 +148,28 @@ class Completer:
         counts = CompleteCounts()
         if not items:
             return counts
+        # Decided before the outcomes are written: an attempt no retry follows ends its slot, and
+        # the statement counts the slots that failed so (what notifications follow).
+        delays = [
+            next_attempt_in(
+                item.retry, item.fenced.outcome.status, item.attempt, mendable=item.fenced.outcome.retryable
+            )
+            for item in items
+        ]
         # Pipelined: BEGIN, the locks and the outcomes travel together; the retries and COMMIT follow.
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             await store.job_lock_many(conn, [item.fenced.job_id for item in items])
-            accepted = await store.run_complete_many(conn, [item.fenced for item in items], now=now)
+            accepted = await store.run_complete_many(
+                conn, [item.fenced for item in items], now=now, finals=[delay is None for delay in delays]
+            )
             retries: list[store.NewRun] = []
             queue_jobs: set[UUID] = set()
-            for item in items:
-                run, outcome = item.fenced, item.fenced.outcome
+            for item, delay in zip(items, delays, strict=True):
+                run = item.fenced
                 if run.run_id not in accepted:
                     continue
                 if item.overlap is OverlapPolicy.QUEUE:
                     queue_jobs.add(run.job_id)
-                delay = next_attempt_in(item.retry, outcome.status, item.attempt, mendable=outcome.retryable)
                 if delay is not None:
                     retries.append(
                         fires.next_attempt(
@@ -182,11 +195,11 @@ class Completer:
         return counts
 
     def _record(self, items: Sequence[Completion], accepted: set[UUID]) -> None:
-        ended: Counter[str] = Counter()
+        ended: Counter[tuple[str, str]] = Counter()
         for item in items:
             run, outcome = item.fenced, item.fenced.outcome
             if run.run_id in accepted:
-                ended[outcome.status.value] += 1
+                ended[item.namespace, outcome.status.value] += 1
                 if outcome.duration_ms is not None:
                     self._metrics.duration.observe(outcome.duration_ms / 1000)
             elif run.lease_token is not None:  # ours, refused: someone else ended it
@@ -194,11 +207,13 @@ class Completer:
                 self._log.warning(
                     "run_completion_refused",
                     job_id=str(run.job_id),
+                    job_name=item.job_name,
+                    namespace=item.namespace,
                     run_id=str(run.run_id),
                     reason="the run is no longer ours (cancelled, or rescued after our lease ran out)",
                 )
-        for status, number in ended.items():
-            self._metrics.runs_completed.labels(status).inc(number)
+        for (namespace, status), number in ended.items():
+            self._metrics.count_completed(namespace, status, number)
 
     async def _write_alone(self, item: Completion, exc: Exception) -> None:
         """Record an outcome the database refused, keeping its status and saying why its output is gone.
@@ -210,6 +225,8 @@ class Completer:
         self._log.error(
             "run_outcome_refused",
             job_id=str(run.job_id),
+            job_name=item.job_name,
+            namespace=item.namespace,
             run_id=str(run.run_id),
             error=f"{type(exc).__name__}: {exc}"[:500],
         )
@@ -217,12 +234,22 @@ class Completer:
             f"the outcome could not be recorded as received ({type(exc).__name__}: {exc})"
         )
         plain = msgspec.structs.replace(
-            run.outcome, duration_ms=None, http_status=None, output=None, error=(error or "")[:OUTPUT_LIMIT]
+            run.outcome,
+            duration_ms=None,
+            http_status=None,
+            output=None,
+            error=(error or "")[:OUTPUT_LIMIT],
+            request=None,
+            response_headers=None,
         )
-        alone = Completion(
-            msgspec.structs.replace(run, outcome=plain), item.attempt, item.retry, item.overlap
-        )
+        alone = dataclasses.replace(item, fenced=msgspec.structs.replace(run, outcome=plain))
         try:
             await retry_conflicts(lambda: self.complete([alone]))
         except ROW_ERRORS:
-            self._log.exception("run_outcome_dropped", job_id=str(run.job_id), run_id=str(run.run_id))
+            self._log.exception(
+                "run_outcome_dropped",
+                job_id=str(run.job_id),
+                job_name=item.job_name,
+                namespace=item.namespace,
+                run_id=str(run.run_id),
+            )

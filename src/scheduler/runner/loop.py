@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -295,7 +296,7 @@ class Runner:
             raise
         for event in logged:
             self._emit(event)
-        self._record_claim(counts, inserted)
+        self._record_claim(counts, inserted, owners)
         works: list[Work] = []
         for row in inserted:
             if row.status is not RunStatus.RUNNING or row.lease_token is None or row.started_at is None:
@@ -358,17 +359,31 @@ class Runner:
         self.log.info("log_runs_confirmed", committed=len(present), rolled_back=len(events) - len(present))
         return len(present)
 
-    def _record_claim(self, counts: ClaimCounts, inserted: Sequence[store.InsertedRun]) -> None:
+    def _record_claim(
+        self,
+        counts: ClaimCounts,
+        inserted: Sequence[store.InsertedRun],
+        owners: dict[UUID, tuple[store.DueJob, RunTrigger]],
+    ) -> None:
         metrics = self.metrics
         metrics.claim_batch.observe(counts.jobs)
-        for (trigger, outcome), number in counts.fired.items():
-            metrics.fires.labels(trigger, outcome).inc(number)
+        for (namespace, trigger, outcome), number in counts.fired_in.items():
+            metrics.count_fires(namespace, trigger, outcome, number)
         for lateness in counts.lateness_s:
             metrics.lateness.observe(lateness)
-        inline = sum(1 for row in inserted if row.status is RunStatus.SUCCEEDED)
-        if inline:
-            metrics.runs_completed.labels(RunStatus.SUCCEEDED.value).inc(inline)
-            for _ in range(inline):  # each run done inside the claim took no time of its own
+        inline: Counter[str] = Counter()
+        namespaces = {namespace for namespace, _, _ in counts.fired_in}
+        if len(namespaces) == 1:  # the usual claim: one count, no lookup per row
+            inline[namespaces.pop()] = sum(1 for row in inserted if row.status is RunStatus.SUCCEEDED)
+        else:
+            for row in inserted:
+                if row.status is RunStatus.SUCCEEDED:
+                    inline[owners[row.id][0].namespace] += 1
+        for namespace, number in inline.items():
+            if not number:
+                continue
+            metrics.count_completed(namespace, RunStatus.SUCCEEDED.value, number)
+            for _ in range(number):  # each run done inside the claim took no time of its own
                 metrics.duration.observe(0.0)
 
     async def claim_pending_once(self, now: datetime | None = None) -> ClaimCounts:
@@ -390,9 +405,9 @@ class Runner:
         finally:
             self._reserved_slots -= limit
         for run in claimed:
-            counts.fired[run.trigger.value, "started"] += 1
-        for (trigger, outcome), number in counts.fired.items():
-            self.metrics.fires.labels(trigger, outcome).inc(number)
+            counts.fired_in[run.namespace, run.trigger.value, "started"] += 1
+        for (namespace, trigger, outcome), number in counts.fired_in.items():
+            self.metrics.count_fires(namespace, trigger, outcome, number)
         self._dispatch(
             [
                 Work(
@@ -455,6 +470,8 @@ class Runner:
             self.log.info(
                 "run_stopped",
                 job_id=str(work.attempt.job_id),
+                job_name=work.attempt.job_name,
+                namespace=work.attempt.namespace,
                 run_id=str(run_id),
                 reason=str(reason or StopReason.SHUTDOWN),
             )
@@ -480,6 +497,8 @@ class Runner:
             self.log.info(
                 "run_failed",
                 job_id=str(attempt.job_id),
+                job_name=attempt.job_name,
+                namespace=attempt.namespace,
                 run_id=str(attempt.run_id),
                 attempt=attempt.attempt,
                 status=str(result.status),
@@ -498,6 +517,8 @@ class Runner:
                 attempt=attempt.attempt,
                 retry=work.retry,
                 overlap=work.overlap,
+                namespace=attempt.namespace,
+                job_name=attempt.job_name,
             )
         )
 
@@ -523,7 +544,14 @@ class Runner:
         entry = self._inflight.get(run_id)
         if not self.stop_local(run_id, StopReason.LEASE_LOST) or entry is None:
             return False
-        self.log.warning("run_lease_lost", run_id=str(run_id), job_id=str(entry.work.attempt.job_id))
+        attempt = entry.work.attempt
+        self.log.warning(
+            "run_lease_lost",
+            run_id=str(run_id),
+            job_id=str(attempt.job_id),
+            job_name=attempt.job_name,
+            namespace=attempt.namespace,
+        )
         self.metrics.leases_lost.inc()
         return True
 

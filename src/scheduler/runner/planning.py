@@ -42,10 +42,18 @@ class ClaimCounts:
     """Due jobs locked, or pending runs started."""
     at_capacity: bool = False
     """Too few HTTP slots are free for a claim until calls end (their end wakes the loop)."""
-    fired: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """Fires by (trigger, what the overlap policy made of them), for the metrics."""
+    fired_in: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Fires by (namespace, trigger, what the overlap policy made of them), for the metrics."""
     lateness_s: list[float] = field(default_factory=list)
     """How late each started fire was, for the metrics."""
+
+    @property
+    def fired(self) -> Counter[tuple[str, str]]:
+        """Fires by (trigger, what the overlap policy made of them), all namespaces together."""
+        total: Counter[tuple[str, str]] = Counter()
+        for (_, trigger, outcome), number in self.fired_in.items():
+            total[trigger, outcome] += number
+        return total
 
     @property
     def full(self) -> bool:
@@ -68,7 +76,13 @@ async def plan_claim(
         if job.unreadable is not None:
             # Written by hand or by a newer version: stop the job, as for a broken schedule,
             # rather than fail every claim of the batch (and of every later batch).
-            log.error("job_action_unreadable", job_id=str(job.id), error=job.unreadable[:500])
+            log.error(
+                "job_action_unreadable",
+                job_id=str(job.id),
+                job_name=job.name,
+                namespace=job.namespace,
+                error=job.unreadable[:500],
+            )
             moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
             continue
         try:
@@ -77,7 +91,11 @@ async def plan_claim(
             # The zone database changed under a stored job, or its next slot lies past year
             # 9999: stop the job rather than the runner.
             log.error(  # noqa: TRY400 - a trace adds nothing to a bad expression
-                "job_schedule_broken", job_id=str(job.id), error=str(exc)
+                "job_schedule_broken",
+                job_id=str(job.id),
+                job_name=job.name,
+                namespace=job.namespace,
+                error=str(exc),
             )
             moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
             continue
@@ -96,7 +114,7 @@ async def plan_claim(
                 row = overlap.recorded_as(decision, job.overlap, started=started)
                 if row.status is started:
                     counts.lateness_s.append((now - fire.slot).total_seconds())
-                counts.fired[fire.trigger, _FIRE_OUTCOME[row.status]] += 1
+                counts.fired_in[job.namespace, fire.trigger, _FIRE_OUTCOME[row.status]] += 1
                 run_id = uuid7(fire.slot)
                 owners[run_id] = (job, fire.trigger)
                 runs.append(

@@ -27,6 +27,7 @@ from scheduler.runner.outbound import OutboundClient
 from scheduler.runner.services.backlog import BacklogConfig, BacklogGauge
 from scheduler.runner.services.heartbeat import Heartbeat, HeartbeatConfig
 from scheduler.runner.services.listener import Listener
+from scheduler.runner.services.notifier import Notifier, NotifierConfig
 from scheduler.runner.services.partitions import PartitionConfig, PartitionKeeper
 from scheduler.runner.services.periodic import PeriodicService, run_periodically
 from scheduler.runner.services.rescuer import Rescuer, RescuerConfig
@@ -60,12 +61,14 @@ class RunnerParts:
     rescuer: Rescuer
     partitions: PartitionKeeper
     backlog: BacklogGauge
+    notifier: Notifier
+    """Delivers job.failing and job.recovered events, with an HTTP client and a bound of its own."""
     log: FilteringBoundLogger
 
     @property
     def periodic(self) -> list[PeriodicService]:
         """The services that run a round every interval."""
-        return [self.heartbeat, self.rescuer, self.partitions, self.backlog]
+        return [self.heartbeat, self.rescuer, self.partitions, self.backlog, self.notifier]
 
 
 def assemble(
@@ -82,7 +85,7 @@ def assemble(
     listen on, nothing tells the runner of cancels: its heartbeat, which also finds runs that are no
     longer its own, then runs every poll interval, so a cancel still stops its call within about one.
     """
-    metrics = metrics or RunnerMetrics()
+    metrics = metrics or RunnerMetrics(max_namespaces=settings.metrics_max_namespaces)
     name = settings.runner_id()
     bound = log.bind(runner=name)
     completer = Completer(pool, runner=name, lease_s=settings.lease_s, metrics=metrics, log=bound)
@@ -113,6 +116,7 @@ def assemble(
             PartitionConfig(retention_days=settings.run_retention_days), pool, log=bound
         ),
         backlog=BacklogGauge(BacklogConfig(), pool, metrics=metrics),
+        notifier=Notifier(NotifierConfig(allow_nets=settings.http_allow_nets), pool, signing, log=bound),
         log=bound,
     )
 
@@ -151,6 +155,7 @@ async def run_parts(parts: RunnerParts, stop: asyncio.Event) -> None:
         for task in services:
             task.cancel()
         await asyncio.gather(*services, return_exceptions=True)
+        await parts.notifier.aclose()
         if parts.listener is not None:
             await parts.listener.close()
 
@@ -167,7 +172,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         pooler=settings.database_pooler,
         max_lifetime_s=settings.db_max_lifetime_s,
     )
-    metrics = RunnerMetrics()
+    metrics = RunnerMetrics(max_namespaces=settings.metrics_max_namespaces)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
         log.info("metrics_listening", port=settings.metrics_port, host=settings.host)

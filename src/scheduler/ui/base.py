@@ -24,7 +24,7 @@ from litestar.template.config import TemplateConfig
 from scheduler.domain.zones import zone
 from scheduler.operations.errors import NotFoundError, OperationError
 from scheduler.ui import session
-from scheduler.ui.timing import describe
+from scheduler.ui.timing import describe, relative
 from scheduler.web.errors import status_of
 from scheduler.web.state import settings_of
 
@@ -48,6 +48,7 @@ _DONE = {
     "triggered": "Triggered: a manual run is on its way.",
     "deleted": "Deleted.",
     "saved": "Saved.",
+    "created": "Created.",
     "cancelled": "Cancelled.",
     "retried": "A new attempt is on its way.",
     "signed-out": "Signed out.",
@@ -110,7 +111,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(utc=_utc, in_zone=_in_zone, iso=_iso, ms=_ms, describe=describe)
+    env.filters.update(utc=_utc, in_zone=_in_zone, iso=_iso, ms=_ms, describe=describe, relative=relative)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 

@@ -4,8 +4,10 @@ The cookie never holds the key: it carries the SHA-256 of the key (what `api_key
 session id and an expiry, signed with HMAC-SHA256 under a random secret kept in the database (one row,
 made by the first API process that needs it, so every worker and replica agrees with nothing to
 configure). Each request looks the hash up like the API's bearer check does, so a revoked key ends
-its sessions. A CSRF token is the HMAC of the session id under the same secret: a page from another
-origin can neither read it nor compute it.
+its sessions. Signed in with a bearer token from the identity provider instead, the cookie names the
+namespace the token granted and lasts no longer than the token (which cannot be revoked; a session
+ends with it, or as soon as tokens are no longer configured). A CSRF token is the HMAC of the
+session id under the same secret: a page from another origin can neither read it nor compute it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from litestar import Request
 from scheduler.db import store
 from scheduler.domain.keys import hash_if_key
 from scheduler.domain.names import DEFAULT_NAMESPACE
-from scheduler.web.state import conn_for, settings_of
+from scheduler.web.state import conn_for, now_of, settings_of
+from scheduler.web.tokens import TokenRefusedError, could_be_token, verifier_of
 
 COOKIE = "scheduler_console"
 SESSION_TTL_S = 12 * 3600
@@ -41,6 +44,8 @@ class SessionData(msgspec.Struct, array_like=True, frozen=True):
     key_hash: str
     """Hex SHA-256 of the API key; empty before sign-in (the session still carries CSRF tokens)."""
     expires: int
+    namespace: str = ""
+    """The namespace a verified bearer token granted, when signed in with one (key_hash is then empty)."""
 
 
 class Viewer(msgspec.Struct, frozen=True):
@@ -102,13 +107,38 @@ def unseal(secret: bytes, value: str, now: float) -> SessionData | None:
     return data if data.expires > now else None
 
 
-def new_session(key_digest: bytes | None, now: float) -> SessionData:
-    """A fresh session (a new id on every sign-in, so a planted cookie cannot be ridden)."""
+def new_session(
+    key_digest: bytes | None, now: float, *, namespace: str = "", expires_by: float | None = None
+) -> SessionData:
+    """A fresh session (a new id on every sign-in, so a planted cookie cannot be ridden).
+
+    A session a token started names its ``namespace`` and ends by ``expires_by``, the token's `exp`.
+    """
+    expires = int(now) + SESSION_TTL_S
+    if expires_by is not None:
+        expires = min(expires, int(expires_by))
     return SessionData(
         sid=secrets.token_urlsafe(18),
         key_hash=key_digest.hex() if key_digest else "",
-        expires=int(now) + SESSION_TTL_S,
+        expires=expires,
+        namespace=namespace,
     )
+
+
+async def token_session(request: Request[Any, Any, Any], text: str) -> SessionData | None:
+    """A session for a valid bearer token typed into the sign-in form; None when it is not one.
+
+    KeysUnavailableError when the identity provider's keys were never fetched.
+    """
+    token = text.strip()
+    verifier = verifier_of(request.app.state, settings_of(request))
+    if verifier is None or not could_be_token(token):
+        return None
+    try:
+        claims = await verifier.verify(token, now_of(request).timestamp())
+    except TokenRefusedError:
+        return None
+    return new_session(None, time.time(), namespace=claims.namespace, expires_by=claims.expires_at)
 
 
 def csrf_token(secret: bytes, session: SessionData) -> str:
@@ -162,6 +192,8 @@ async def viewer_of(request: Request[Any, Any, Any]) -> Viewer:
     namespace = None
     if session.key_hash:
         namespace = await namespace_of_key(request, bytes.fromhex(session.key_hash))
+    elif session.namespace and settings_of(request).auth_jwt_issuer is not None:
+        namespace = session.namespace  # granted by a token; the session expires with it
     return Viewer(namespace, session, fresh)
 
 

@@ -1,4 +1,4 @@
-"""The console's sign-in: an API key for a session cookie that names the key's hash, and signing out."""
+"""The console's sign-in: an API key (or bearer token) for a session cookie, and signing out."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from scheduler.ui.base import (
     safe_next,
     set_cookie,
 )
+from scheduler.web.tokens import KeysUnavailableError
 
 
 class SignInPages(ConsolePages):
@@ -43,18 +44,34 @@ class SignInPages(ConsolePages):
 
     @post("/login")
     async def login(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        """Check the key; on success start a new session naming its hash (never the key itself)."""
+        """Check the key; on success start a new session naming its hash (never the key itself).
+
+        A bearer token from the identity provider (when one is configured) signs in too: the session
+        names the token's namespace and ends when the token does.
+        """
         viewer = await session.viewer_of(request)
         try:
             form = await posted_form(request, viewer)
         except REFUSALS as problem:
             return await error_page(request, viewer, problem, "/ui/login")
-        digest = session.digest_of_key(str(form.get("key") or ""))
-        namespace = None
+        typed = str(form.get("key") or "")
+        digest = session.digest_of_key(typed)
+        fresh = None
         if digest is not None:
             session.forget_key(request, digest)
-            namespace = await session.namespace_of_key(request, digest)
-        if digest is None or namespace is None:
+            if await session.namespace_of_key(request, digest) is not None:
+                fresh = session.new_session(digest, time.time())
+        else:
+            try:
+                fresh = await session.token_session(request, typed)
+            except KeysUnavailableError as exc:
+                error = (
+                    "Tokens cannot be checked right now: the identity provider's signing keys could "
+                    f"not be fetched. Try again in {max(1, round(exc.retry_after_s))} s."
+                )
+                context = {"next": safe_next(form.get("next")), "error": error}
+                return await page(request, viewer, "login.html", context, status_code=503)
+        if fresh is None:
             return await page(
                 request,
                 viewer,
@@ -63,7 +80,6 @@ class SignInPages(ConsolePages):
                 status_code=401,
             )
         secret = await session.secret_of(request)
-        fresh = session.new_session(digest, time.time())
         response = redirect(safe_next(form.get("next")))
         set_cookie(request, response, session.seal(secret, fresh))
         return response

@@ -1,15 +1,17 @@
-"""What a schedule means to a person: the expression in plain words, upcoming fires with DST notes."""
+"""What a schedule means to a person: its words, its next fires and clock changes, times from now."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from scheduler.domain import schedule
 from scheduler.domain.cron import MACROS
-from scheduler.domain.schedule import Cron, Every, ScheduleError, Timing
+from scheduler.domain.schedule import Cron, ScheduleError, Timing
+from scheduler.domain.zones import zone_clock
 
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _DAY_TOKENS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
@@ -168,6 +170,19 @@ class Fire(msgspec.Struct, frozen=True):
     note: str | None
 
 
+class ClockChange(msgspec.Struct, frozen=True):
+    """A change of the zone's clocks ahead, in words, with what it does to this job's fires."""
+
+    at: datetime
+    """The instant (UTC) the new offset starts."""
+    summary: str
+    """e.g. "Sunday 28 March 2027, 02:00 CET: clocks go forward 1 h, to 03:00 CEST"."""
+    notes: list[str]
+    """The job's fires that the change moves or repeats, as the fire table words them."""
+    next_fire: datetime | None
+    """The job's first fire from the change on (at it, for a slot the gap moved), when it has one."""
+
+
 def _wall(moment: datetime) -> str:
     return f"{moment:%H:%M}" if moment.second == 0 else f"{moment:%H:%M:%S}"
 
@@ -209,19 +224,149 @@ def _overlap_note(fire_local: datetime) -> str | None:
     )
 
 
-def upcoming(timing: Timing, now: datetime, count: int = 10) -> list[Fire]:
-    """The next ``count`` fire times in the job's zone, each with its DST note if any."""
+def _cron_of(timing: Timing) -> Cron | None:
+    """The job's schedule compiled when it is a cron expression (the only kind DST notes concern)."""
     try:
-        times = schedule.fire_times(timing, now, count)
         compiled = schedule.compile_schedule(timing.schedule, timing.timezone)
     except (ScheduleError, OverflowError):
+        return None
+    return compiled if isinstance(compiled, Cron) else None
+
+
+def _note(cron: Cron | None, local: datetime) -> str | None:
+    return None if cron is None else _gap_note(cron, local) or _overlap_note(local)
+
+
+def _entries(timing: Timing) -> list[Timing]:
+    """Each schedule entry of the job as a timing of its own (the job itself when it has one)."""
+    if not timing.entries:
+        return [timing]
+    return [
+        Timing(entry.schedule, entry.timezone, entry.anchor_at, entry.start_at, entry.end_at)
+        for entry in timing.entries
+    ]
+
+
+def upcoming(timing: Timing, now: datetime, count: int = 10) -> list[Fire]:
+    """The next ``count`` fire times, each in the zone of the entry it comes from, with its DST note."""
+    entries = _entries(timing)
+    try:
+        found = schedule.fire_times_from(timing, now, count)
+        zones = [schedule.zone(entry.timezone) for entry in entries]
+    except (ScheduleError, OverflowError):
         return []
-    zone = schedule.zone(timing.timezone)
-    fires: list[Fire] = []
-    for moment in times:
-        local = moment.astimezone(zone)
-        note = None
-        if not isinstance(compiled, Every) and isinstance(compiled, Cron):
-            note = _gap_note(compiled, local) or _overlap_note(local)
-        fires.append(Fire(at=moment, local=local, note=note))
+    crons = [_cron_of(entry) for entry in entries]
+    fires = []
+    for moment, sources in found:
+        source = sources[0] if sources else 0
+        local = moment.astimezone(zones[source])
+        fires.append(Fire(at=moment, local=local, note=_note(crons[source], local)))
     return fires
+
+
+# How far ahead clock changes are looked for: a year holds both of a DST zone's changes.
+HORIZON = timedelta(days=366)
+# Fires looked at in a repeated hour: a job firing every minute has sixty there; the first few say it.
+_FIRES_PER_CHANGE = 4
+
+
+def _amount(step: timedelta) -> str:
+    minutes = round(abs(step.total_seconds()) / 60)
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{rest} min"
+    return f"{hours} h" + (f" {rest} min" if rest else "")
+
+
+def _summary(zone: ZoneInfo, at: datetime) -> str:
+    """The change at ``at`` in words: the day, the wall time it happens at, and what the clocks do."""
+    before = (at - _ONE_US).astimezone(zone)
+    after = at.astimezone(zone)
+    step = (after.utcoffset() or timedelta(0)) - (before.utcoffset() or timedelta(0))
+    wall_before = at.replace(tzinfo=None) + (before.utcoffset() or timedelta(0))
+    weekday = _DAYS[after.isoweekday() % 7]
+    direction = "forward" if step > timedelta(0) else "back"
+    return (
+        f"{weekday} {_day(after)} {after.year}, {_wall(wall_before)} {before.tzname()}: "
+        f"clocks go {direction} {_amount(step)}, to {_wall(after)} {after.tzname()}"
+    )
+
+
+def _change_notes(timing: Timing, cron: Cron, zone: ZoneInfo, at: datetime) -> list[str]:
+    """The notes of the job's fires that the change at ``at`` moves (a gap) or repeats (an overlap)."""
+    step = (at.astimezone(zone).utcoffset() or timedelta(0)) - (
+        (at - _ONE_US).astimezone(zone).utcoffset() or timedelta(0)
+    )
+    if step > timedelta(0):
+        # A slot in the gap fires at its end, the change itself.
+        fires = [moment for moment in schedule.fire_times(timing, at - _ONE_US, 1) if moment == at]
+    else:
+        # The repeated wall times: the first copy just before the change, the second just after.
+        fires = [
+            moment
+            for moment in schedule.fire_times(timing, at + step - _ONE_US, _FIRES_PER_CHANGE)
+            if moment < at - step
+        ]
+    return [note for moment in fires if (note := _note(cron, moment.astimezone(zone)))]
+
+
+def clock_changes(timing: Timing, now: datetime, horizon: timedelta = HORIZON) -> list[ClockChange]:
+    """The changes of the job's zone's clocks in the next ``horizon`` (a year), each with its notes.
+
+    Looked up over the zone's transitions, not over the next few fires: a daily job seen in
+    December learns of the March change, and whether one of its slots falls in the gap.
+    """
+    by_zone: dict[str, list[Timing]] = {}
+    for entry in _entries(timing):  # a job of several entries: each entry's zone, once
+        by_zone.setdefault(entry.timezone, []).append(entry)
+    changes = []
+    for name, members in by_zone.items():
+        try:
+            clock = zone_clock(name)
+        except ScheduleError:
+            continue
+        for at in clock.transitions_between(now, now + horizon):
+            notes: list[str] = []
+            try:
+                for entry in members:
+                    cron = _cron_of(entry)
+                    if cron is not None:
+                        notes += _change_notes(entry, cron, clock.tz, at)
+                following = schedule.fire_times(timing, at - _ONE_US, 1)
+            except (ScheduleError, OverflowError):
+                notes, following = [], []
+            changes.append(
+                ClockChange(
+                    at=at,
+                    summary=_summary(clock.tz, at),
+                    notes=notes,
+                    next_fire=following[0] if following else None,
+                )
+            )
+    changes.sort(key=lambda change: change.at)
+    return changes
+
+
+# --------------------------------------------------------------------------- times for people
+
+
+def relative(moment: datetime | None, now: datetime) -> str:
+    """``moment`` from ``now`` as a person says it: "in 4 min", "3 h ago", "now"; a date when far off."""
+    if moment is None:
+        return "—"
+    seconds = (moment - now).total_seconds()
+    ahead = seconds > 0
+    span = abs(seconds)
+    if span < 1:
+        return "now"
+    if span < 60:  # noqa: PLR2004 - a minute
+        amount = f"{span:.0f} s"
+    elif span < 90 * 60:
+        amount = f"{span / 60:.0f} min"
+    elif span < 36 * 3600:
+        amount = f"{span / 3600:.0f} h"
+    elif span < 45 * 86400:
+        amount = f"{span / 86400:.0f} d"
+    else:
+        return f"{moment.astimezone(UTC):%Y-%m-%d}"
+    return f"in {amount}" if ahead else f"{amount} ago"

@@ -1,19 +1,29 @@
 """Typed functions over the named queries in `sql/queries/`: what the rest of the service calls.
 
-One module per `.sql` file, its sections in the file's order: `jobs`, `runs`, `tenants`,
-`service` and `migrations`. With `scheduler.db.rows`, which reads their rows, they are the only
-code that touches cursors. Callers own the transaction: they pass a connection (autocommit, or
-inside ``conn.transaction()``) and get msgspec Structs back, never raw rows. Every public name is
-re-exported here, so callers write ``store.job_claim_due`` whichever module holds it.
+One module per `.sql` file, its sections in the file's order: `jobs`, `runs`, `console`
+(the web console's own reads), `tenants`, `service` and `migrations`. With `scheduler.db.rows`,
+which reads their rows, they are the only code that touches cursors. Callers own the transaction:
+they pass a connection (autocommit, or inside ``conn.transaction()``) and get msgspec Structs back,
+never raw rows. Every public name is re-exported here, so callers write ``store.job_claim_due``
+whichever module holds it.
 """
 
 from __future__ import annotations
 
+from scheduler.db.store.console import (
+    JobCounts,
+    JobOrder,
+    console_job_counts,
+    console_job_list_ordered,
+    console_job_recent_slots,
+)
 from scheduler.db.store.jobs import (
     DueJob,
+    FailingJobs,
     NextDue,
     job_apply_lock,
     job_claim_due,
+    job_count_failing,
     job_delete,
     job_due_backlog,
     job_get,
@@ -35,6 +45,15 @@ from scheduler.db.store.migrations import (
     migration_record,
     migration_table_create,
 )
+from scheduler.db.store.notifications import (
+    ClaimedNotification,
+    notification_attempted,
+    notification_claim_due,
+    notification_delete_expired,
+    notification_failed_runs,
+    notification_list_for_job,
+    notification_list_for_runs,
+)
 from scheduler.db.store.runs import (
     ClaimedRun,
     ExpiredRun,
@@ -44,13 +63,16 @@ from scheduler.db.store.runs import (
     Move,
     NewRun,
     RecentOutcomes,
+    RunExchange,
     RunState,
     job_recent_outcomes,
     run_attempts,
+    run_attempts_of_slots,
     run_cancel,
     run_cancel_active_for_job,
     run_claim_pending,
     run_complete_many,
+    run_exchange_get,
     run_find_expired,
     run_get,
     run_has_queued,
@@ -73,9 +95,11 @@ from scheduler.db.store.service import (
     run_partitions_upkeep,
 )
 from scheduler.db.store.tenants import (
+    USAGE_SHARDS,
     ApiKey,
     SigningSecret,
     StoredAnswer,
+    UsageShard,
     api_key_insert,
     api_key_list,
     api_key_lookup,
@@ -86,31 +110,46 @@ from scheduler.db.store.tenants import (
     idempotency_record,
     namespace_ensure,
     namespace_usage_add,
+    namespace_usage_give_back_one,
+    namespace_usage_lock_shards,
+    namespace_usage_set_shards,
+    namespace_usage_shards_ensure,
+    namespace_usage_take_one,
     signing_secret_create,
     signing_secrets_current,
     signing_secrets_valid,
 )
 
 __all__ = [
+    "USAGE_SHARDS",
     "ApiKey",
+    "ClaimedNotification",
     "ClaimedRun",
     "DueJob",
     "ExpiredRun",
+    "FailingJobs",
     "FencedOutcome",
     "InsertedRun",
+    "JobCounts",
+    "JobOrder",
     "Lease",
     "Move",
     "NewRun",
     "NextDue",
     "PartitionUpkeep",
     "RecentOutcomes",
+    "RunExchange",
     "RunState",
     "SigningSecret",
     "StoredAnswer",
+    "UsageShard",
     "api_key_insert",
     "api_key_list",
     "api_key_lookup",
     "api_key_revoke",
+    "console_job_counts",
+    "console_job_list_ordered",
+    "console_job_recent_slots",
     "console_secret",
     "health_check",
     "idempotency_claim",
@@ -119,6 +158,7 @@ __all__ = [
     "idempotency_record",
     "job_apply_lock",
     "job_claim_due",
+    "job_count_failing",
     "job_delete",
     "job_due_backlog",
     "job_get",
@@ -141,11 +181,24 @@ __all__ = [
     "migration_table_create",
     "namespace_ensure",
     "namespace_usage_add",
+    "namespace_usage_give_back_one",
+    "namespace_usage_lock_shards",
+    "namespace_usage_set_shards",
+    "namespace_usage_shards_ensure",
+    "namespace_usage_take_one",
+    "notification_attempted",
+    "notification_claim_due",
+    "notification_delete_expired",
+    "notification_failed_runs",
+    "notification_list_for_job",
+    "notification_list_for_runs",
     "run_attempts",
+    "run_attempts_of_slots",
     "run_cancel",
     "run_cancel_active_for_job",
     "run_claim_pending",
     "run_complete_many",
+    "run_exchange_get",
     "run_find_expired",
     "run_get",
     "run_has_queued",

@@ -22,9 +22,11 @@ from scheduler.domain.models import (
     OverlapPolicy,
     RetryPolicy,
 )
-from scheduler.domain.schedule import Timing
+from scheduler.domain.schedule import Entry, Exclusions, Timing
 
 _action_decoder = msgspec.json.Decoder(Action)
+_entries_decoder = msgspec.json.Decoder(tuple[Entry, ...])
+_exclusions_decoder = msgspec.json.Decoder(Exclusions)
 _json_encoder = msgspec.json.Encoder()
 
 _JOB = struct(
@@ -214,6 +216,8 @@ def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
     misfire_window_s: int,
     overlap: str,
     active_runs: int,
+    schedules: bytes,
+    exclusions: bytes | None,
     db_now: datetime,
 ) -> _Claimed:
     # Runs once per fire: the builder takes the columns as they come, with no lookup per row.
@@ -228,7 +232,15 @@ def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
         id=id,
         namespace=namespace,
         name=name,
-        timing=Timing(schedule, timezone, anchor_at, start_at, end_at),
+        timing=Timing(
+            schedule,
+            timezone,
+            anchor_at,
+            start_at,
+            end_at,
+            () if schedules == b"[]" else _entries_decoder.decode(schedules),
+            None if exclusions is None else _exclusions_decoder.decode(exclusions),
+        ),
         next_run_at=next_run_at,
         action=decoded,
         timeout_s=timeout_s,
@@ -298,3 +310,18 @@ async def job_due_backlog(conn: AsyncConn, *, now: datetime | None = None) -> in
     Due means at ``now``, the database's clock unless a test passes one.
     """
     return await fetch_one(conn, _BACKLOG, "job_due_backlog", {"now": now}) or 0
+
+
+class FailingJobs(msgspec.Struct, frozen=True):
+    """How many jobs of one namespace have consecutive failures."""
+
+    namespace: str
+    failing: int
+
+
+_FAILING = struct(FailingJobs, "job_count_failing")
+
+
+async def job_count_failing(conn: AsyncConn) -> list[FailingJobs]:
+    """The namespaces with failing jobs (consecutive_failures > 0) and how many each has."""
+    return await fetch_all(conn, _FAILING, "job_count_failing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -18,6 +18,7 @@ from scheduler.db.connections import AsyncConn
 from scheduler.db.rows import built, column, fetch_all, fetch_one, struct
 from scheduler.domain.models import (
     RUN_STATUS,
+    STORED_AS_JSON,
     Action,
     Outcome,
     OverlapPolicy,
@@ -25,6 +26,7 @@ from scheduler.domain.models import (
     Run,
     RunStatus,
     RunTrigger,
+    SentRequest,
 )
 from scheduler.ids import uuid7_time
 
@@ -40,6 +42,7 @@ _RUN = struct(
     "run_get",
     "run_list_for_job",
     "run_attempts",
+    "run_attempts_of_slots",
     "run_list_namespace",
     "run_list_namespace_job",
 )
@@ -220,6 +223,8 @@ class ExpiredRun(msgspec.Struct, kw_only=True, frozen=True):
     runner: str | None
     retry: RetryPolicy
     overlap: OverlapPolicy
+    namespace: str
+    job_name: str
 
 
 _EXPIRED = struct(ExpiredRun, "run_find_expired")
@@ -258,17 +263,32 @@ def storable_text(value: str | None) -> str | None:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
 
 
+def _json_or_none(value: object) -> str | None:
+    """A value as JSON text for a jsonb[] parameter (the runner masked and capped it already)."""
+    return None if value is None else _json_encoder.encode(value).decode()
+
+
 async def run_complete_many(
-    conn: AsyncConn, outcomes: Sequence[FencedOutcome], *, now: datetime | None = None
+    conn: AsyncConn,
+    outcomes: Sequence[FencedOutcome],
+    *,
+    now: datetime | None = None,
+    finals: Sequence[bool] | None = None,
 ) -> set[UUID]:
     """Write outcomes under their fencing tokens (caller's transaction, jobs locked first).
 
     Returns the ids whose outcome was accepted; the others had lost their lease. An outcome without
     a token (the rescuer's) is accepted only once the lease has expired at ``now`` (the database's
     clock unless given). Output and error texts are made storable first (`storable_text`).
+    ``finals`` says, outcome by outcome, which end their slot (no retry follows; all of them when
+    not given): a failed final attempt counts in the job's failed_slots, which notifications follow.
     """
     if not outcomes:
         return set()
+    if finals is None:
+        finals = [True] * len(outcomes)
+    elif len(finals) != len(outcomes):
+        raise ValueError("finals must say one thing per outcome")
     accepted = await fetch_all(
         conn,
         _ID,
@@ -282,6 +302,9 @@ async def run_complete_many(
             "http_statuses": [o.outcome.http_status for o in outcomes],
             "outputs": [storable_text(o.outcome.output) for o in outcomes],
             "errors": [storable_text(o.outcome.error) for o in outcomes],
+            "requests": [_json_or_none(o.outcome.request) for o in outcomes],
+            "response_headers": [_json_or_none(o.outcome.response_headers) for o in outcomes],
+            "finals": list(finals),
             "now": now,
         },
     )
@@ -401,6 +424,30 @@ async def run_list_for_job(
 async def run_attempts(conn: AsyncConn, *, job_id: UUID, scheduled_for: datetime) -> list[Run]:
     """Every attempt of one slot, first to last."""
     return await fetch_all(conn, _RUN, "run_attempts", {"job_id": job_id, "scheduled_for": scheduled_for})
+
+
+async def run_attempts_of_slots(conn: AsyncConn, slots: Sequence[tuple[UUID, datetime]]) -> list[Run]:
+    """Every attempt of each (job, slot) given, ordered by job, slot, then attempt."""
+    if not slots:
+        return []
+    params = {"job_ids": [job_id for job_id, _ in slots], "slots": [slot for _, slot in slots]}
+    return await fetch_all(conn, _RUN, "run_attempts_of_slots", params)
+
+
+class RunExchange(msgspec.Struct, kw_only=True, frozen=True):
+    """What one HTTP attempt sent and what came back beyond its status and body (masked by the runner)."""
+
+    request: Annotated[SentRequest | None, STORED_AS_JSON] = None
+    response_headers: dict[str, str] | None = None
+
+
+_EXCHANGE = struct(RunExchange, "run_exchange_get")
+
+
+async def run_exchange_get(conn: AsyncConn, *, run_id: UUID, scheduled_for: datetime) -> RunExchange:
+    """The request a run sent and its response's headers; empty for log actions, rescues and older runs."""
+    params = {"id": run_id, "scheduled_for": scheduled_for}
+    return await fetch_one(conn, _EXCHANGE, "run_exchange_get", params) or RunExchange()
 
 
 _BEYOND_EVERY_ID = UUID(int=2**128 - 1)

@@ -29,6 +29,52 @@ async def namespace_usage_add(conn: AsyncConn, *, namespace: str, delta: int) ->
     return await fetch_one(conn, _JOBS, "namespace_usage_add", {"namespace": namespace, "delta": delta}) or 0
 
 
+USAGE_SHARDS = 16
+"""How many rows a namespace's job count is spread over (the migration's CHECK says the same)."""
+_SHARD_JOBS = column("jobs", int, "namespace_usage_take_one", "namespace_usage_give_back_one")
+
+
+async def namespace_usage_shards_ensure(conn: AsyncConn, *, namespace: str) -> None:
+    """Make the namespace's shard rows if they are not there yet."""
+    await execute(conn, "namespace_usage_shards_ensure", {"namespace": namespace})
+
+
+async def namespace_usage_take_one(conn: AsyncConn, *, namespace: str, shard: int, quota: int) -> bool:
+    """Count one new job into ``shard`` if it has room under its share of ``quota``; whether it had."""
+    params = {"namespace": namespace, "shard": shard, "quota": quota}
+    return await fetch_one(conn, _SHARD_JOBS, "namespace_usage_take_one", params) is not None
+
+
+async def namespace_usage_give_back_one(conn: AsyncConn, *, namespace: str, shard: int) -> bool:
+    """Count one deleted job out of ``shard``; False when that shard holds none."""
+    params = {"namespace": namespace, "shard": shard}
+    return await fetch_one(conn, _SHARD_JOBS, "namespace_usage_give_back_one", params) is not None
+
+
+class UsageShard(msgspec.Struct, frozen=True):
+    """One shard of a namespace's job count, and its share of the quota."""
+
+    shard: int
+    jobs: int
+    share: int
+
+
+_SHARD = struct(UsageShard, "namespace_usage_lock_shards")
+
+
+async def namespace_usage_lock_shards(conn: AsyncConn, *, namespace: str, quota: int) -> list[UsageShard]:
+    """Lock every shard of the namespace in shard order (caller's transaction), with their shares."""
+    return await fetch_all(
+        conn, _SHARD, "namespace_usage_lock_shards", {"namespace": namespace, "quota": quota}
+    )
+
+
+async def namespace_usage_set_shards(conn: AsyncConn, *, namespace: str, counts: dict[int, int]) -> None:
+    """Write the counts of shards the caller holds locked."""
+    params = {"namespace": namespace, "shards": list(counts), "counts": list(counts.values())}
+    await execute(conn, "namespace_usage_set_shards", params)
+
+
 # -------------------------------------------------------------------------------------- api keys
 
 

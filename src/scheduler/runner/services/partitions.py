@@ -52,6 +52,8 @@ class PartitionCounts(msgspec.Struct, frozen=True):
     """Partitions dropped past the retention."""
     busy: bool = False
     """Whether the round gave up because queries held the runs table (it is tried again next round)."""
+    notifications_deleted: int = 0
+    """Notifications forgotten past the run retention."""
 
 
 class PartitionKeeper:
@@ -73,6 +75,7 @@ class PartitionKeeper:
     async def run_once(self, now: datetime | None = None) -> PartitionCounts:
         """Make and drop partitions counted from ``now``'s UTC day (the database's date unless passed)."""
         today = None if now is None else now.astimezone(UTC).date()
+        forgotten = 0
         try:
             # One transaction: the upkeep lock and the short lock timeout last until it ends.
             async with self._pool.connection() as conn, conn.transaction():
@@ -84,6 +87,10 @@ class PartitionKeeper:
                 )
                 if done.locked:  # the same upkeep forgets idempotency keys past their 24 hours
                     await store.idempotency_expire(conn)
+                    # and notifications past the run retention, as the runs they name go
+                    forgotten = await store.notification_delete_expired(
+                        conn, retention_days=self.config.retention_days, today=today
+                    )
         except psycopg.errors.LockNotAvailable:
             # Partition DDL waits briefly for the runs table and gives up rather than queue every
             # claim behind it; the partitions ahead leave a week to try again.
@@ -91,4 +98,8 @@ class PartitionKeeper:
             return PartitionCounts(locked=True, busy=True)
         if done.created or done.dropped:
             self._log.info("run_partitions_upkeep", created=done.created, dropped=done.dropped)
-        return PartitionCounts(locked=done.locked, created=done.created, dropped=done.dropped)
+        if done.locked and forgotten:
+            self._log.info("notifications_forgotten", deleted=forgotten)
+        return PartitionCounts(
+            locked=done.locked, created=done.created, dropped=done.dropped, notifications_deleted=forgotten
+        )

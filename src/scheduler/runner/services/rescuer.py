@@ -116,6 +116,8 @@ class Rescuer:
                 attempt=run.attempt,
                 retry=run.retry,
                 overlap=run.overlap,
+                namespace=run.namespace,
+                job_name=run.job_name,
             )
             for run in expired
         ]
@@ -126,6 +128,8 @@ class Rescuer:
                 self._log.warning(
                     "run_rescued",
                     job_id=str(run.job_id),
+                    job_name=run.job_name,
+                    namespace=run.namespace,
                     run_id=str(run.run_id),
                     attempt=run.attempt,
                     dead_runner=run.runner,

@@ -1,20 +1,38 @@
 // The console's only script, an enhancement: every page works without it. It shows times in the
-// viewer's zone, adds select-all to the jobs table, and refreshes the live parts of a page every
-// few seconds while the tab is visible (it stops when the tab is hidden).
+// viewer's zone (in the server's one format), adds select-all to the jobs table, and refreshes the
+// live parts of a page every few seconds while the tab is visible (it stops when the tab is hidden).
 (function () {
   "use strict";
   var PERIOD_MS = 3000;
   var timer = null;
   var busy = false;
 
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+
+  // One format everywhere, the server's: 2026-12-02 05:19:24 CET, here in the viewer's own zone.
+  function inViewersZone(moment) {
+    var zone = "";
+    try {
+      new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(moment)
+        .forEach(function (part) { if (part.type === "timeZoneName") { zone = part.value; } });
+    } catch (ignored) { /* an old browser: the time without its zone's name */ }
+    return moment.getFullYear() + "-" + two(moment.getMonth() + 1) + "-" + two(moment.getDate()) + " " +
+      two(moment.getHours()) + ":" + two(moment.getMinutes()) + ":" + two(moment.getSeconds()) +
+      (zone ? " " + zone : "");
+  }
+
   function localTimes(root) {
     root.querySelectorAll("time[data-local]").forEach(function (el) {
       var moment = new Date(el.getAttribute("datetime"));
       if (isNaN(moment.getTime())) { return; }
-      el.textContent = moment.toLocaleString(undefined, {
-        year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-        second: "2-digit", timeZoneName: "short"
-      });
+      el.textContent = inViewersZone(moment);
+    });
+    // Relative times ("in 4 min") keep the exact time on hover; add the viewer's own to it.
+    root.querySelectorAll("time[data-when]").forEach(function (el) {
+      var moment = new Date(el.getAttribute("datetime"));
+      if (isNaN(moment.getTime()) || el.hasAttribute("data-yours")) { return; }
+      el.setAttribute("data-yours", inViewersZone(moment));
+      el.title = el.title + " · yours: " + inViewersZone(moment);
     });
   }
 
