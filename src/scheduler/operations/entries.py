@@ -19,13 +19,6 @@ from scheduler.operations import jobs, timing
 from scheduler.operations.errors import ConflictError, NotFoundError, PreconditionFailedError, job_not_found
 
 
-async def _locked(conn: AsyncConn, namespace: str, job_id: UUID) -> Job:
-    job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
-    if job is None:
-        raise job_not_found(job_id)
-    return job
-
-
 def _find(job: Job, entry_id: UUID) -> tuple[int, Entry]:
     for index, entry in enumerate(timing.entries_of(job)):
         if entry.id == entry_id:
@@ -36,8 +29,7 @@ def _find(job: Job, entry_id: UUID) -> tuple[int, Entry]:
 def _check_if_match(if_match: str | None, entry: Entry) -> None:
     if if_match is None:
         return
-    tags = [tag.strip() for tag in if_match.split(",")]
-    if "*" not in tags and timing.entry_etag(entry) not in tags:
+    if not jobs.tag_matches(if_match, timing.entry_etag(entry)):
         raise PreconditionFailedError(
             f"the schedule entry changed: its ETag is now {timing.entry_etag(entry)}, not {if_match.strip()}"
         )
@@ -69,7 +61,7 @@ async def add_entry(
     conn: AsyncConn, *, namespace: str, job_id: UUID, spec: EntrySpec, now: datetime
 ) -> tuple[Job, Entry]:
     """Add an entry at the end of the job's list (its zone defaults to the job's first entry's)."""
-    job = await _locked(conn, namespace, job_id)
+    job = await jobs.locked(conn, namespace, job_id)
     entries = list(timing.entries_of(job))
     if len(entries) >= MAX_ENTRIES:
         raise ConflictError(f"the job holds {MAX_ENTRIES} schedule entries already, the most it may")
@@ -92,7 +84,7 @@ async def replace_entry(
     now: datetime,
 ) -> tuple[Job, Entry]:
     """Replace one entry, keeping its id and place (and its `@every` anchor if the expression stays)."""
-    job = await _locked(conn, namespace, job_id)
+    job = await jobs.locked(conn, namespace, job_id)
     index, kept = _find(job, entry_id)
     _check_if_match(if_match, kept)
     if spec.id is not None and spec.id != entry_id:
@@ -109,7 +101,7 @@ async def remove_entry(
     conn: AsyncConn, *, namespace: str, job_id: UUID, entry_id: UUID, if_match: str | None, now: datetime
 ) -> Job:
     """Delete one entry; the last one cannot go (delete the job instead)."""
-    job = await _locked(conn, namespace, job_id)
+    job = await jobs.locked(conn, namespace, job_id)
     index, kept = _find(job, entry_id)
     _check_if_match(if_match, kept)
     entries = list(timing.entries_of(job))

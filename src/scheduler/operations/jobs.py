@@ -85,13 +85,18 @@ def etag(job: Job) -> str:
 
 
 def if_match_allows(header: str, job: Job) -> bool:
-    """Whether an If-Match header lets a write go ahead (RFC 9110 13.1.1).
+    """Whether an If-Match header lets a write to ``job`` go ahead (see `tag_matches`)."""
+    return tag_matches(header, etag(job))
+
+
+def tag_matches(header: str, current: str) -> bool:
+    """Whether an If-Match header names the ``current`` ETag, or `*` (RFC 9110 13.1.1).
 
     The comparison is strong: a weak tag (`W/"3"`) never matches, since a write must be based on
     exactly the representation the client holds.
     """
     tags = [tag.strip() for tag in header.split(",")]
-    return "*" in tags or etag(job) in tags
+    return "*" in tags or current in tags
 
 
 def name_taken(name: str, namespace: str) -> ConflictError:
@@ -102,7 +107,8 @@ def name_taken(name: str, namespace: str) -> ConflictError:
     )
 
 
-async def _locked(conn: AsyncConn, namespace: str, job_id: UUID) -> Job:
+async def locked(conn: AsyncConn, namespace: str, job_id: UUID) -> Job:
+    """The job, locked in the caller's transaction (NotFoundError outside the namespace)."""
     job = await store.job_lock(conn, namespace=namespace, job_id=job_id)
     if job is None:
         raise job_not_found(job_id)
@@ -261,7 +267,7 @@ async def update(
 
     A change that changes nothing writes nothing, so the version and ETag stay.
     """
-    job = await _locked(conn, namespace, job_id)
+    job = await locked(conn, namespace, job_id)
     if if_match is not None and not if_match_allows(if_match, job):
         raise PreconditionFailedError(f"the job changed: its ETag is now {etag(job)}, not {if_match.strip()}")
     values = merge(job, changes, now)
@@ -279,7 +285,7 @@ async def update(
 
 async def set_paused(conn: AsyncConn, *, namespace: str, job_id: UUID, paused: bool, now: datetime) -> Job:
     """Pause (next_run_at becomes null) or resume (from the next slot after ``now``) a job."""
-    job = await _locked(conn, namespace, job_id)
+    job = await locked(conn, namespace, job_id)
     if job.paused == paused:
         return job
     values = project(JobValues, job)
@@ -294,7 +300,7 @@ async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetim
 
     A manual run that starts is left pending for the runners, available at once.
     """
-    job = await _locked(conn, namespace, job_id)
+    job = await locked(conn, namespace, job_id)
     (decision,) = await fires.decide_fires(
         conn, job_id=job_id, policy=job.overlap, active_runs=job.active_runs
     )
@@ -319,7 +325,7 @@ async def trigger(conn: AsyncConn, *, namespace: str, job_id: UUID, now: datetim
 
 async def remove(conn: AsyncConn, *, namespace: str, job_id: UUID) -> None:
     """Delete a job, cancelling its pending and running runs; its history stays until retention."""
-    await _locked(conn, namespace, job_id)
+    await locked(conn, namespace, job_id)
     await store.run_cancel_active_for_job(conn, job_id=job_id, reason="job deleted")
     await store.job_delete(conn, namespace=namespace, job_id=job_id)
     await count_jobs(conn, namespace=namespace, delta=-1, quota=0)
