@@ -16,6 +16,7 @@ from typing import Any
 
 from litestar import Litestar, Request, get
 
+from scheduler import collector
 from scheduler.config import load_settings
 from scheduler.db.connections import make_pool
 
@@ -41,6 +42,7 @@ def create_app() -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.pool = pool
+        collector.tune()  # the API's own collector settings: the comparison stays like for like
         try:
             yield
         finally:

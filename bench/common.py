@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import platform
 import time
@@ -39,7 +40,7 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     body = {
         "bench": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         **payload,
     }
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
@@ -92,3 +93,49 @@ def _cpus() -> int:
     import os  # noqa: PLC0415
 
     return os.cpu_count() or 0
+
+
+@functools.cache
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model, cores, RAM, Python and PostgreSQL versions.
+
+    Read once per program, so the README can name the machine of every JSON it is written from.
+    """
+    return {
+        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpus": _cpus(),
+        "ram_gb": _ram_gb(),
+        "python": platform.python_version(),
+        "postgresql": _postgres_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _proc_field(path: str, name: str) -> str:
+    """The value of the first ``name: value`` line of a /proc file; empty when absent."""
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
+    return ""
+
+
+def _ram_gb() -> float | None:
+    total = _proc_field("/proc/meminfo", "MemTotal")  # "24683664 kB"
+    kib = total.split()[0] if total else ""
+    return round(int(kib) / 1024**2, 1) if kib.isdigit() else None
+
+
+def _postgres_version() -> str:
+    """The bench server's version (its `server_version`), or why it could not be read."""
+    import psycopg  # noqa: PLC0415
+
+    from bench.database import url_for  # noqa: PLC0415 - bench.database imports this module's users
+
+    try:
+        with psycopg.connect(url_for("postgres"), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(b"SHOW server_version").fetchone()
+    except psycopg.Error as error:
+        return f"unknown ({type(error).__name__})"
+    return str(row[0]) if row else "unknown"

@@ -7,7 +7,9 @@ POSTs through each client at each concurrency (each cell the best of --repeat in
 plain httpx, plain aiohttp, the runner's guarded aiohttp session, and the runner's whole call
 (`run_http_action`: signing, headers, output capture). Plain httpx stands for the runner's client
 before aiohttp (httpx over a guarded transport, which measured within a few % of plain httpx).
-Prints req/s and latency p50/p99 and writes bench/results/http_clients.json. Install nginx with
+Prints req/s, latency p50/p99 and the client's CPU per call, and writes bench/results/http_clients.json
+(its summary: CPU per call of plain aiohttp and of the runner's whole call at the highest
+concurrency, the floor under bench.http_fires' runner CPU per fire). Install nginx with
 `apt-get install nginx-light` when it is missing.
 """
 
@@ -29,6 +31,7 @@ import httpx
 
 from bench.common import print_table, write_json
 from bench.processes import nginx
+from bench.summary import figure
 from scheduler.domain.models import HttpAction
 from scheduler.runner.actions import Attempt, OutboundClient, run_http_action
 
@@ -188,7 +191,15 @@ def main() -> None:
             for r in rows
         ],
     )
-    path = write_json("http_clients", {"requests": args.requests, "repeat": args.repeat, "rows": rows})
+    top = max(levels)
+    summary = [
+        figure(f"CPU per call, {r['client']}, {top} concurrent", round(r["cpu_us_per_req"]), "µs")
+        for r in rows
+        if r["concurrency"] == top and not r["client"].startswith("httpx")
+    ]
+    path = write_json(
+        "http_clients", {"requests": args.requests, "repeat": args.repeat, "rows": rows, "summary": summary}
+    )
     print(f"\nwrote {path}")
 
 

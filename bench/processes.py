@@ -320,6 +320,9 @@ class CpuMeter:
         self.postgres = postgres
         self._start: dict[int, float] = {}
         self._started = 0.0
+        # What the last stop() measured, for figures per unit of work (CPU seconds per fire).
+        self.elapsed_s = 0.0
+        self.used_s: dict[str, float] = {}
 
     @staticmethod
     def _cpu(pid: int) -> float | None:
@@ -341,18 +344,23 @@ class CpuMeter:
         self._start = {pid: cpu for pid in self._pids() if (cpu := self._cpu(pid)) is not None}
 
     def stop(self) -> dict[str, float]:
-        """Per group (and `postgres`), the CPU used since start() as % of one core."""
+        """Per group (and `postgres`), the CPU used since start() as % of one core.
+
+        The CPU seconds behind those figures stay in ``used_s``, the window's length in ``elapsed_s``.
+        """
         seconds = time.monotonic() - self._started
         groups = dict(self.groups)
         if self.postgres:
             groups["postgres"] = postgres_pids()
         found: dict[str, float] = {}
+        self.elapsed_s, self.used_s = seconds, {}
         for name, pids in groups.items():
             used = 0.0
             for pid in pids:
                 cpu = self._cpu(pid)
                 if cpu is not None:
                     used += cpu - self._start.get(pid, 0.0)
+            self.used_s[name] = used
             found[name] = round(100 * used / seconds, 1) if seconds else 0.0
         return found
 

@@ -1,13 +1,18 @@
 """The standard benchmark set, in order, then one summary of every program's headline figures.
 
-    python -m bench.run_all [--only api,peers] [--skip scale] [--no-readme] [--quick]
+    python -m bench.run_all [--only api,peers] [--skip scale] [--no-readme] [--quick] [--profile]
 
 Runs each program as `python -m bench.<name>` with its default arguments, streaming its tables; a
-program that fails does not stop the others. The HTTP programs come first (http_fires ~8 min,
-http_peers ~8 min, recovery ~6 min on a 2-core machine), then the rest (~15 min); --quick passes
---quick to the programs that have it (short windows: a smoke run, not figures to publish).
-Then prints a table built from the "summary" of every bench/results/*.json and, unless
---no-readme, rewrites the README's results table between its `<!-- bench-table -->` markers.
+program that fails does not stop the others. The HTTP programs come first (http_fires ~9 min,
+http_peers ~16 min, recovery ~8 min on a 2-core machine), then the rest (~35 min, pgbouncer and
+fire_throughput the longest): about 70 minutes in all, estimated from each program's levels (the
+total is printed at the end); --quick passes --quick to the programs that take it (short windows:
+a smoke run, not figures to publish), --profile passes --profile to http_fires. Then prints the
+time each took and in all (also written to bench/results/run_all.json), a table built from the
+"summary" of every bench/results/*.json (every figure with a target has a verdict: met, MISSED, or
+NO VERDICT when a program set a target without judging it), issue 25's targets one by one (or "not
+measured"), and, unless --no-readme, rewrites the README's results table between its
+`<!-- bench-table -->` markers, naming the machine (CPU, cores, RAM, PostgreSQL) and the dates.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, print_table
-from bench.summary import figures_of, load, show, verdict
+from bench.common import RESULTS, machine, print_table, write_json
+from bench.summary import figures_of, judged, load, show
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -29,26 +34,53 @@ PROGRAMS = [
     "http_peers",
     "recovery",
     "claim_cost",
+    "claim_cpu",
     "fire_throughput",
     "lateness",
     "api",
+    "apply",
     "peers",
     "scale",
     "memory",
+    "ui",
+    "http_clients",
     "pgbouncer",
     "failover",  # needs root and Debian's patroni, etcd-server and haproxy
 ]
-# Programs that take --quick (short windows and fewer levels).
-QUICK = {"http_fires", "http_peers", "recovery", "pgbouncer"}
 BEGIN, END = "<!-- bench-table -->", "<!-- /bench-table -->"
 
+# Issue 25's targets: (program, words its figure's metric holds, the target as the issue says it).
+# Words are matched case-insensitively; the figure with a target is preferred.
+ISSUE_TARGETS: list[tuple[str, tuple[str, ...], str]] = [
+    ("http_fires", ("kept on schedule", "2 runners"), "2 runners keep >= 10,000 every-second HTTP jobs"),
+    ("http_peers", ("ours /", "MemoryJobStore"), ">= 2.5x APScheduler's in-memory variant"),
+    ("http_peers", ("ours /", "SQLAlchemyJobStore"), ">= 10x APScheduler's PostgreSQL store"),
+    ("http_fires", ("runner cpu per http fire",), "runner CPU per HTTP fire <= 110 µs"),
+    ("http_peers", ("share of the bare client",), "the bare client ceiling and our share of it (reported)"),
+    ("http_fires", ("4,000 due at one instant", "2 runners"), "p99 <= 250 ms, 4,000 due at once, 2 runners"),
+    ("http_fires", ("1,000 due at one instant", "1 runner"), "p99 <= 40 ms, 1,000 due at once, 1 runner"),
+    ("api", ("GET /jobs/{id}", "SELECT 1", "2 worker"), "GET /jobs/{id} >= 0.85x the bare route"),
+    ("api", ("POST /jobs",), "POST /jobs >= 2,000 jobs/s, one namespace, 2 workers"),
+    ("apply", (), "bulk apply >= 10,000 jobs/s"),
+    ("fire_throughput", ("fires/s with 2 runners",), ">= 22,000 log fires/s, 2 runners, 1,000,000 jobs"),
+    ("fire_throughput", ("ceiling",), ">= 0.8 of the ceiling measured beside them"),
+]
 
-def run(name: str, *, quick: bool = False) -> dict[str, Any]:
+
+def takes_quick(name: str) -> bool:
+    """Whether a program has a --quick flag (read from its source, so a new one is picked up)."""
+    path = ROOT / "bench" / f"{name}.py"
+    return path.exists() and '"--quick"' in path.read_text()
+
+
+def run(name: str, *, quick: bool = False, profile: bool = False) -> dict[str, Any]:
     """Run one program (with --quick when asked and it has it); return how it went."""
     if not (ROOT / "bench" / f"{name}.py").exists():
         print(f"\n=== bench.{name}: not written yet, skipped", flush=True)
         return {"name": name, "status": "missing", "seconds": 0.0}
-    extra = ["--quick"] if quick and name in QUICK else []
+    extra = ["--quick"] if quick and takes_quick(name) else []
+    if profile and name == "http_fires":
+        extra.append("--profile")
     print(f"\n=== python -m bench.{name} {' '.join(extra)}".rstrip(), flush=True)
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", f"bench.{name}", *extra], cwd=ROOT, check=False)
@@ -77,9 +109,27 @@ def summary_rows(
                 str(item.get("metric", "")),
                 show(item.get("value"), str(item.get("unit", ""))),
                 str(item.get("target", "")),
-                verdict(item.get("met")),
+                judged(item),
             )
             for item in figures
+        )
+    return rows
+
+
+def issue_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """Issue 25's targets, each with the figure that answers it, or "not measured"."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for name, words, wanted in ISSUE_TARGETS:
+        figures = figures_of(results.get(name, {}).get("summary", []))
+        matching = [f for f in figures if all(w.lower() in str(f.get("metric", "")).lower() for w in words)]
+        matching.sort(key=lambda f: "target" not in f)
+        if not matching:
+            rows.append((wanted, name, "not measured", "", "missing" if "(reported)" in wanted else "MISSED"))
+            continue
+        found = matching[0]
+        value = show(found.get("value"), str(found.get("unit", "")))
+        rows.append(
+            (wanted, name, f"{found.get('metric', '')}: {value}", str(found.get("target", "")), judged(found))
         )
     return rows
 
@@ -90,7 +140,7 @@ def markdown(results: dict[str, dict[str, Any]], names: list[str]) -> str:
     lines = ["| program | figure | value | target | verdict |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     machines = {
-        (f"{r['machine']['cpus']} cores, Python {r['machine']['python']}", r.get("when", ""))
+        (describe(r["machine"]), r.get("when", ""))
         for name, r in results.items()
         if name in names and "machine" in r
     }
@@ -100,6 +150,18 @@ def markdown(results: dict[str, dict[str, Any]], names: list[str]) -> str:
         span = f"{when[0]} to {when[-1]}" if when and when[0] != when[-1] else (when[0] if when else "")
         lines += ["", f"Measured on {', '.join(where)}; {span}."]
     return "\n".join(lines)
+
+
+def describe(found: dict[str, Any]) -> str:
+    """A machine as a JSON names it: CPU model, cores, RAM, PostgreSQL and Python versions."""
+    parts = [f"{found['cpu']}, " if found.get("cpu") else ""]
+    parts.append(f"{found.get('cpus', '?')} cores")
+    if found.get("ram_gb"):
+        parts.append(f", {found['ram_gb']:g} GB RAM")
+    if found.get("postgresql"):
+        parts.append(f", PostgreSQL {str(found['postgresql']).split(' ')[0]}")
+    parts.append(f", Python {found.get('python', '?')}")
+    return "".join(parts)
 
 
 def rewrite_readme(table: str) -> bool:
@@ -125,7 +187,10 @@ def main() -> None:
         "--summary-only", action="store_true", help="run nothing; summarise the existing JSON"
     )
     parser.add_argument(
-        "--quick", action="store_true", help=f"pass --quick to {', '.join(sorted(QUICK))} (smoke run)"
+        "--quick", action="store_true", help="pass --quick to the programs that take it (a smoke run)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="pass --profile to http_fires (py-spy on one runner)"
     )
     args = parser.parse_args()
     only = [n for n in args.only.split(",") if n]
@@ -136,21 +201,26 @@ def main() -> None:
     chosen = [n for n in PROGRAMS if (not only or n in only) and n not in skip]
 
     started = time.monotonic()
-    runs = [] if args.summary_only else [run(name, quick=args.quick) for name in chosen]
+    runs = [] if args.summary_only else [run(n, quick=args.quick, profile=args.profile) for n in chosen]
     total = time.monotonic() - started
 
     if runs:
         print_table(
-            f"bench programs, {total / 60:.1f} min in all",
+            f"bench programs{' (--quick)' if args.quick else ''}: {total / 60:.1f} min in all",
             ["program", "status", "seconds"],
-            [(r["name"], r["status"], r["seconds"]) for r in runs],
+            [*((r["name"], r["status"], round(r["seconds"])) for r in runs), ("total", "", round(total))],
         )
+        write_json("run_all", {"quick": args.quick, "programs": runs, "total_s": round(total, 1)})
     results = load(RESULTS)
     print_table(
         "Headline figures (bench/results/*.json)",
         ["program", "figure", "value", "target", "verdict"],
         summary_rows(results, PROGRAMS),
     )
+    print_table(
+        "Issue 25's targets", ["target", "program", "figure", "its target", "verdict"], issue_rows(results)
+    )
+    print(f"\nThis machine: {describe(machine())}")
     if not args.no_readme:
         if rewrite_readme(markdown(results, PROGRAMS)):
             print(f"\nupdated the results table in {README.name}")

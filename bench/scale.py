@@ -216,7 +216,12 @@ def plans(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         }
         run_list = {"job_id": busy, "status": None, "limit": PAGE}
         cases: list[tuple[str, str, str, dict[str, Any]]] = [
-            ("job_claim_due", "claim (batch 500)", "jobs_due_idx", {"limit": 500, "now": None}),
+            (
+                "job_claim_due",
+                "claim (batch 500)",
+                "jobs_due_idx",
+                {"limit": 500, "now": None, "lookahead_s": 0.5},
+            ),
             ("job_list", "jobs, first page", "jobs_namespace_name_key", job_list | {"after_name": ""}),
             (
                 "job_list",

@@ -32,15 +32,22 @@ def verdict(met: bool | None) -> str:  # noqa: FBT001 - the one argument is the 
     return "met" if met else "MISSED"
 
 
-def print_targets(summary: list[dict[str, Any]]) -> None:
-    """Print the figures that have a target, with their verdicts."""
+def judged(item: dict[str, Any]) -> str:
+    """A figure's verdict; a target left unjudged says so rather than looking like no target."""
+    if item.get("target") and item.get("met") is None:
+        return "NO VERDICT"
+    return verdict(item.get("met"))
+
+
+def print_targets(summary: list[dict[str, Any]], *, every_figure: bool = False) -> None:
+    """Print the figures that have a target, with their verdicts (``every_figure``: all of them)."""
     print_table(
-        "Targets",
+        "Headline figures and targets" if every_figure else "Targets",
         ["figure", "value", "target", "verdict"],
         [
-            (f["metric"], f["value"], f.get("target", ""), verdict(f.get("met")))
+            (f["metric"], show(f["value"], str(f.get("unit", ""))), f.get("target", ""), judged(f))
             for f in summary
-            if "target" in f
+            if every_figure or "target" in f
         ],
     )
 

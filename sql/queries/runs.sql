@@ -22,7 +22,8 @@
 -- twice: a conflicting row is dropped and not returned, so it is not executed. Each job's count of
 -- unfinished runs grows by the pending and running rows actually inserted, whether or not the job is
 -- in `moves`, which says whether its next_run_at is set (a claim) or kept (a retry). The times are
--- the database's now, or the claim's `now` when a test passes one.
+-- the database's now, or the claim's `now` when a test passes one; a run claimed ahead of its slot
+-- starts at the slot (the runner holds its call until then), and its lease counts from there.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), inserted AS (
@@ -34,9 +35,11 @@ WITH clock AS (
         u.id, u.job_id, u.scheduled_for, u.trigger, u.attempt, u.status,
         CASE WHEN u.status NOT IN ('pending', 'skipped') THEN %(runner)s END,
         CASE WHEN u.status = 'running' THEN gen_random_uuid() END,
-        CASE WHEN u.status = 'running' THEN clock.now + make_interval(secs => %(lease_s)s) END,
+        CASE WHEN u.status = 'running'
+             THEN greatest(clock.now, u.scheduled_for) + make_interval(secs => %(lease_s)s) END,
         clock.now + make_interval(secs => u.available_in_s),
-        CASE WHEN u.status <> 'pending' THEN clock.now END,
+        CASE WHEN u.status = 'running' THEN greatest(clock.now, u.scheduled_for)
+             WHEN u.status <> 'pending' THEN clock.now END,
         CASE WHEN NOT run_status_unfinished(u.status) THEN clock.now END,
         CASE WHEN NOT run_status_unfinished(u.status) THEN 0 END,
         u.error
@@ -154,7 +157,8 @@ WITH released AS (
         lease_token = NULL,
         lease_expires_at = NULL,
         started_at = NULL,
-        available_at = now()
+        -- A run claimed ahead and handed back before its slot must not start early elsewhere.
+        available_at = greatest(now(), r.scheduled_for)
     FROM unnest(%(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[])
         AS u(id, scheduled_for, lease_token)
     WHERE r.id = u.id AND r.scheduled_for = u.scheduled_for AND r.lease_token = u.lease_token
@@ -185,7 +189,8 @@ LIMIT %(limit)s
 -- accepted rows get their last_run and their count of unfinished runs in the same statement; their
 -- rows were locked first by job_lock_many. The rescuer may pass the `now` its sweep used.
 -- `requests` and `response_headers` are what an HTTP attempt sent and got back, already masked
--- by the runner (JSON, or NULL: log actions, rescues).
+-- by the runner (JSON, or NULL: log actions, rescues). `start_delays_s` move started_at to when
+-- the call really began (the row was written with the claim's now, or the slot it was claimed for).
 -- `finals` says which outcomes end their slot (no retry follows): those count in failed_slots, and
 -- where that count reaches the job's notify.after, or a success ends a streak reported failing, the
 -- event goes into the notifications outbox in this same statement (and notify.pause_after pauses
@@ -193,18 +198,20 @@ LIMIT %(limit)s
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), outcome AS (
-    SELECT id, scheduled_for, lease_token, status, duration_ms, http_status, output, error, final,
-           request, response_headers
+    SELECT id, scheduled_for, lease_token, status, duration_ms, start_delay_s, http_status, output,
+           error, final, request, response_headers
     FROM unnest(
         %(ids)b::uuid[], %(scheduled_fors)b::timestamptz[], %(lease_tokens)b::uuid[],
-        %(statuses)b::run_status[], %(durations_ms)b::integer[], %(http_statuses)b::integer[],
+        %(statuses)b::run_status[], %(durations_ms)b::integer[],
+        %(start_delays_s)b::double precision[], %(http_statuses)b::integer[],
         %(outputs)b::text[], %(errors)b::text[], %(finals)b::boolean[],
         %(requests)b::jsonb[], %(response_headers)b::jsonb[]
-    ) AS o(id, scheduled_for, lease_token, status, duration_ms, http_status, output, error, final,
-           request, response_headers)
+    ) AS o(id, scheduled_for, lease_token, status, duration_ms, start_delay_s, http_status, output,
+           error, final, request, response_headers)
 ), done AS (
     UPDATE runs r SET
         status = o.status,
+        started_at = r.started_at + make_interval(secs => o.start_delay_s),
         finished_at = clock.now,
         duration_ms = o.duration_ms,
         http_status = o.http_status,
@@ -309,7 +316,9 @@ WITH cancelled AS (
     UPDATE runs SET
         status = 'cancelled',
         finished_at = now(),
-        duration_ms = CASE WHEN started_at IS NOT NULL
+        -- A run claimed ahead and cancelled while it waited for its slot never started.
+        started_at = CASE WHEN started_at <= now() THEN started_at END,
+        duration_ms = CASE WHEN started_at <= now()
                            THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
         error = %(reason)s,
         lease_expires_at = NULL
@@ -335,7 +344,9 @@ WITH cancelled AS (
     UPDATE runs SET
         status = 'cancelled',
         finished_at = now(),
-        duration_ms = CASE WHEN started_at IS NOT NULL
+        -- A run claimed ahead and cancelled while it waited for its slot never started.
+        started_at = CASE WHEN started_at <= now() THEN started_at END,
+        duration_ms = CASE WHEN started_at <= now()
                            THEN (extract(epoch FROM now() - started_at) * 1000)::integer END,
         error = %(reason)s,
         lease_expires_at = NULL
@@ -465,21 +476,3 @@ WHERE j.namespace = %(namespace)s
   AND (%(trigger)s::run_trigger IS NULL OR r.trigger = %(trigger)s::run_trigger)
 ORDER BY r.id DESC
 LIMIT %(limit)s
-
--- name: job_recent_outcomes
--- For each job on a console page, its last 50 runs (newest slot first on runs_slot_key, partitions
--- ahead of now pruned) folded into the outcome strip and the p95 lateness of the scheduled ones.
-SELECT j.id,
-       array_agg(r.status::text ORDER BY r.scheduled_for, r.attempt) AS outcomes,
-       percentile_cont(0.95) WITHIN GROUP (
-           ORDER BY extract(epoch FROM r.started_at - r.scheduled_for)
-       ) FILTER (WHERE r.trigger IN ('schedule', 'catchup') AND r.started_at IS NOT NULL) AS p95_lateness_s
-FROM unnest(%(ids)b::uuid[]) AS j(id)
-CROSS JOIN LATERAL (
-    SELECT status, trigger, scheduled_for, attempt, started_at
-    FROM runs
-    WHERE job_id = j.id AND scheduled_for <= %(before_slot)s
-    ORDER BY scheduled_for DESC, attempt DESC
-    LIMIT 50
-) r
-GROUP BY j.id

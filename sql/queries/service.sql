@@ -56,3 +56,9 @@ SELECT secret FROM made
 UNION ALL
 SELECT secret FROM console_secret
 LIMIT 1
+
+-- name: session_time_zone_utc
+-- Run on a new connection only when the server's zone is another name for UTC (Debian's default is
+-- Etc/UTC): naming it UTC moves no time, and lets the driver's C loader give datetime.UTC values,
+-- which load and compare several times faster than ZoneInfo('Etc/UTC') ones on every claimed row.
+SET TimeZone TO 'UTC'

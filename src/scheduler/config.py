@@ -60,6 +60,9 @@ class Settings:
     """Most jobs one namespace may hold; creating one more answers 422."""
     http_allow_nets: tuple[Network, ...] = ()
     """Networks outbound calls may reach despite the address rules."""
+    http_record_exchange: Literal["all", "failures", "off"] = "all"
+    """Which HTTP runs keep the request sent and the response's headers (`GET /runs/{id}`): `all`,
+    `failures` (runs that did not succeed), or `off`; fewer make smaller run rows and cheaper fires."""
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_port: int | None = None
@@ -73,6 +76,10 @@ class Settings:
     """Longest sleep between claims when nothing is due sooner and no notification arrives."""
     lease_s: float = 30.0
     """How long a claimed run stays owned without a heartbeat."""
+    claim_lookahead_s: float = 0.5
+    """How long before its slot an HTTP job may be claimed, so its call is ready to start at the slot
+    (never before it); 0 claims only what is due. At most a tenth of the lease (set higher, it is
+    refused; left unset, the runner uses less under a short lease)."""
     shutdown_grace_s: float = 30.0
     run_retention_days: int = 30
     db_pool_max: int = 16
@@ -124,6 +131,7 @@ _INT_RANGES: Mapping[str, tuple[int, int]] = {
 _FLOAT_RANGES: Mapping[str, tuple[float, float]] = {
     "poll_interval_s": (0.01, 60.0),
     "lease_s": (1.0, 3600.0),
+    "claim_lookahead_s": (0.0, 60.0),
     "shutdown_grace_s": (0.0, 3600.0),
     "db_max_lifetime_s": (10.0, 86_400.0),
     "auth_jwt_leeway_s": (0.0, 300.0),
@@ -184,8 +192,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         else:
             values[field.name] = raw
     settings = Settings(**values)  # type: ignore[arg-type]
+    if "claim_lookahead_s" in values:  # unset, the runner takes the default bounded by the lease
+        _check_lookahead(settings)
     _check_jwt(settings)
     return settings
+
+
+def _check_lookahead(settings: Settings) -> None:
+    """Refuse a lookahead the lease could not cover: a run claimed ahead holds its lease while it waits."""
+    if settings.claim_lookahead_s > settings.lease_s / 10:
+        raise ConfigError(
+            f"SCHEDULER_CLAIM_LOOKAHEAD_S: must be at most a tenth of SCHEDULER_LEASE_S "
+            f"({settings.lease_s / 10:g} s), got {settings.claim_lookahead_s:g}"
+        )
 
 
 _CHOICES: Mapping[str, tuple[str, ...]] = {
@@ -193,6 +212,7 @@ _CHOICES: Mapping[str, tuple[str, ...]] = {
     "log_format": ("json", "console"),
     "log_level": ("debug", "info", "warning", "error"),
     "database_pooler": ("none", "session", "transaction"),
+    "http_record_exchange": ("all", "failures", "off"),
 }
 
 

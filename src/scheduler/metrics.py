@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,6 +21,34 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 # with a namespace label is multiplied by their number, and a Prometheus server pays per series.
 MAX_NAMESPACES = 100
 OTHER_NAMESPACE = "_other"
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """Observe each of ``amounts`` as ``histogram.observe`` would, one bucket increment per bucket.
+
+    A claim observes hundreds of lateness values at once, and observe() takes two locks for each;
+    here each value costs a bisection. A test checks the samples match observe()'s one by one.
+    """
+    bounds: Sequence[float] | None = getattr(histogram, "_upper_bounds", None)
+    buckets: Sequence[Any] | None = getattr(histogram, "_buckets", None)
+    total: Any = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:  # another prometheus_client layout: the public way
+            histogram.observe(amount)
+        return
+    if not amounts:
+        return
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]  # noqa: SLF001 - as observe() checks
+    counts = [0] * len(bounds)
+    last = len(bounds)
+    for amount in amounts:
+        at = bisect_left(bounds, amount)  # the first bound >= amount, as observe() finds it
+        if at < last and amount <= bounds[at]:  # NaN falls in no bucket, as in observe()
+            counts[at] += 1
+    total.inc(math.fsum(amounts))
+    for at, number in enumerate(counts):
+        if number:
+            buckets[at].inc(number)
 
 
 class NamespaceLabels:

@@ -217,7 +217,7 @@ async def mix(runner_parts: RunnerParts, sql: Sql, receiver: Any) -> AsyncIterat
     try:
         yield made
     finally:
-        tasks = [entry.task for entry in runner_parts.runner._inflight.values()]
+        tasks = [entry.task for entry in runner_parts.runner._inflight.values() if entry.task is not None]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
 from scheduler.api.app import create_app
 from scheduler.config import ConfigError, load_settings
-from tests.conftest import create_api_key, settings_for
+from tests.conftest import Procs, create_api_key, free_port, settings_for, wait_for
 
 LOG_JOB = {"schedule": "@every 1h", "action": {"type": "log"}}
 
@@ -182,3 +183,74 @@ class TestQuota:
             assert job.status_code == 201
             patched = await client.patch(f"/jobs/{job.json()['id']}", json={"description": "still fine"})
             assert patched.status_code == 200
+
+
+def served_api(procs: Procs, *, workers: int, **overrides: Any) -> str:
+    """Start `scheduler api` with ``workers`` processes on a free port; its URL once /healthz answers."""
+    port = free_port()
+    proc = procs.start(
+        ["-m", "scheduler", "api", "--port", str(port), "--workers", str(workers)], **overrides
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.popen.poll() is not None:
+            pytest.fail(f"the API exited with {proc.popen.returncode}:\n{proc.output()}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=60, what="the API's /healthz")
+    return url
+
+
+class TestQuotaUnderRealConcurrency:
+    """Two API processes and many connections creating at once: the quota holds exactly at its edge."""
+
+    async def test_many_connections_fill_the_quota_exactly_and_the_rest_get_the_quota_problem(
+        self, sql, procs
+    ):
+        quota, sent = 150, 400
+        url = served_api(procs, workers=2, namespace_job_quota=quota, db_pool_max=32)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            made = await asyncio.gather(
+                *(client.post("/jobs", json={"name": f"edge-{i}", **LOG_JOB}) for i in range(sent))
+            )
+        statuses = sorted(r.status_code for r in made)
+        assert statuses == [201] * quota + [422] * (sent - quota)
+        for refused in (r for r in made if r.status_code == 422):
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            problem = refused.json()
+            assert problem["type"] == "https://scheduler.dev/problems/quota-exceeded"
+            assert problem["detail"] == (
+                f"namespace 'default' holds its quota of {quota} jobs; delete jobs before creating more"
+            )
+        assert sql("SELECT count(*) FROM jobs WHERE namespace = 'default'") == [(quota,)]
+        counted = sql(
+            "SELECT coalesce((SELECT jobs FROM namespace_usage WHERE namespace = 'default'), 0)"
+            " + (SELECT sum(jobs) FROM namespace_usage_shards WHERE namespace = 'default')"
+        )
+        assert counted == [(quota,)]
+
+    async def test_racing_creates_of_one_name_make_one_job_and_count_it_once(self, sql, procs):
+        url = served_api(procs, workers=2, namespace_job_quota=1000)
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            # The namespace's first job makes its count's shards, so the race below takes the
+            # one-statement path that counts and inserts together.
+            assert (await client.post("/jobs", json={"name": "first", **LOG_JOB})).status_code == 201
+            made = await asyncio.gather(
+                *(client.post("/jobs", json={"name": "twin", **LOG_JOB}) for _ in range(40))
+            )
+        assert sorted(r.status_code for r in made) == [201] + [409] * 39
+        assert {r.json()["type"] for r in made if r.status_code == 409} == {
+            "https://scheduler.dev/problems/conflict"
+        }
+        assert sql("SELECT count(*) FROM jobs WHERE namespace = 'default'") == [(2,)]
+        counted = sql(
+            "SELECT coalesce((SELECT jobs FROM namespace_usage WHERE namespace = 'default'), 0)"
+            " + (SELECT sum(jobs) FROM namespace_usage_shards WHERE namespace = 'default')"
+        )
+        assert counted == [(2,)]

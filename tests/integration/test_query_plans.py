@@ -138,7 +138,7 @@ class TestHotQueriesUseTheirIndexes:
 
     @pytest.mark.parametrize("now", [None, datetime(2026, 1, 1, tzinfo=UTC)], ids=["db clock", "passed"])
     def test_the_claim_walks_jobs_due_idx_in_slot_order(self, planned, now):
-        nodes = plan_of(planned, "job_claim_due", {"limit": 500, "now": now})
+        nodes = plan_of(planned, "job_claim_due", {"limit": 500, "now": now, "lookahead_s": 0.5})
 
         assert indexes_read(nodes, "jobs") == {"jobs": {"jobs_due_idx"}}
         assert not any(n["Node Type"] == "Sort" for n in nodes)

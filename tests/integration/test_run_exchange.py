@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from scheduler.config import ConfigError
 from scheduler.runner import exchange
-from tests.conftest import Received, eventually
+from scheduler.runner.service import http_client
+from tests.conftest import Received, eventually, settings_for
 
 SECRET = "s3cr3t-value-never-stored"  # noqa: S105 - the value the test looks for
 
@@ -204,6 +206,45 @@ class TestWhatARunSent:
         assert logged["status"] == "succeeded"
         assert logged["request"] is None
         assert logged["response_headers"] is None
+
+
+class TestWhichRunsKeepTheirExchange:
+    """SCHEDULER_HTTP_RECORD_EXCHANGE: every run keeps its exchange, only the runs that failed, or none."""
+
+    def test_the_setting_reaches_the_runners_client_and_refuses_other_values(self, db_url):
+        assert http_client(settings_for(db_url)).record_exchange == "all"
+        assert (
+            http_client(settings_for(db_url, http_record_exchange="failures")).record_exchange == "failures"
+        )
+        with pytest.raises(ConfigError, match="SCHEDULER_HTTP_RECORD_EXCHANGE"):
+            settings_for(db_url, http_record_exchange="some")
+
+    async def test_failures_keeps_the_exchange_of_a_failed_run_only(self, client, runner_parts, target, sql):
+        runner_parts.runner.client.record_exchange = "failures"
+        target.headers = [("X-Request-Id", "req-9")]
+        fine = await run_once(client, runner_parts, {"type": "http", "url": target.url})
+        assert fine["status"] == "succeeded"
+        assert (fine["request"], fine["response_headers"]) == (None, None)
+        assert stored_text(sql, fine["id"]) == ""
+        refused = await run_once(
+            client, runner_parts, {"type": "http", "url": target.url, "success_codes": "201"}, name="picky"
+        )
+        assert refused["status"] == "failed"
+        assert refused["request"]["url"] == target.url
+        assert refused["request"]["headers"]["webhook-signature"] == "[masked]"
+        answered = {name.lower(): value for name, value in refused["response_headers"].items()}
+        assert answered["x-request-id"] == "req-9"
+
+    async def test_off_keeps_no_exchange_even_for_a_failed_run(self, client, runner_parts, target, sql):
+        runner_parts.runner.client.record_exchange = "off"
+        run = await run_once(
+            client, runner_parts, {"type": "http", "url": target.url, "success_codes": "201"}
+        )
+        assert run["status"] == "failed"
+        assert run["http_status"] == 200
+        assert (run["request"], run["response_headers"]) == (None, None)
+        assert stored_text(sql, run["id"]) == ""
+        assert len(target.got) == 1  # the call was made all the same
 
 
 class TestMasking:

@@ -235,9 +235,10 @@ class TestQueryPlans:
         assert not any(n["Node Type"] == "Sort" for n in nodes)
 
     def test_the_outcome_strip_reads_each_jobs_runs_by_slot(self, planned: Any) -> None:
-        """The last 50 runs of each job on a page come from runs_slot_key, newest slot first."""
+        """The last 50 slots of each job on a console page come from runs_slot_key, newest first."""
         ids = [row[0] for row in planned.execute(b"SELECT id FROM jobs ORDER BY id LIMIT 50").fetchall()]
-        nodes = plan_of(planned, "job_recent_outcomes", {"ids": ids, "before_slot": NOW + timedelta(hours=1)})
+        params = {"ids": ids, "before_slot": NOW + timedelta(hours=1)}
+        nodes = plan_of(planned, "console_job_recent_slots", params)
         slot_keys = partitions_of(planned, "runs_slot_key")
         read = indexes_read(nodes, "runs")
         for partition in partitions_with_rows(planned):

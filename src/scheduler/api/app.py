@@ -13,7 +13,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from scheduler import __version__
+from scheduler import __version__, collector
 from scheduler.api.auth import AuthMiddleware
 from scheduler.api.bodies import StrictJsonRequest
 from scheduler.api.entries import ScheduleEntryController
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         # No wait for the database: an API started during an outage serves 503s and /readyz says
         # so, then answers as soon as a primary does.
         app.state.pool = pool
+        collector.tune()  # started: what is built lives as long as the worker (see scheduler.collector)
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Annotated
 from uuid import UUID
 
@@ -36,9 +37,13 @@ from scheduler.domain.models import (
     project,
 )
 from scheduler.domain.schedule import Entry
-from scheduler.operations.timing import entries_of
+from scheduler.operations.timing import first_entry_id
 
 NAME_PATTERN = names.JOB_NAME_PATTERN
+
+# Every read of a job made with one schedule shows that entry's id, a uuid5 of the job's id: a
+# page of 50 paid for 50 of them. Ids never change, so a bounded cache answers repeated reads.
+_first_entry_id = lru_cache(maxsize=16_384)(first_entry_id)
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -132,7 +137,18 @@ class JobOut(msgspec.Struct, kw_only=True):
         """Project a stored job onto its wire shape."""
         out = project(cls, job)
         if not out.schedules:
-            out.schedules = [ScheduleEntryOut.of(entry) for entry in entries_of(job)]
+            # A job made with one schedule stores no entry list: its one entry is shown from the
+            # job's own fields, as `entries_of` makes it, without building the Entry in between.
+            out.schedules = [
+                ScheduleEntryOut(
+                    id=_first_entry_id(job.id),
+                    schedule=job.schedule,
+                    timezone=job.timezone,
+                    start_at=job.start_at,
+                    end_at=job.end_at,
+                    paused=False,
+                )
+            ]
         return out
 
 

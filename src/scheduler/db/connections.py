@@ -104,6 +104,11 @@ def _session_is_utc(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]
     return zone is not None and zone.upper() in {"UTC", "ETC/UTC", "UCT", "ZULU", "GMT", "ETC/GMT"}
 
 
+def _names_utc_otherwise(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
+    """Whether the session's zone is UTC under another name (see ``session_time_zone_utc``)."""
+    return _session_is_utc(conn) and conn.info.parameter_status("TimeZone") != "UTC"
+
+
 def _prepare(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("jsonb", RawJsonLoader)
     conn.adapters.register_loader("json", RawJsonLoader)
@@ -173,6 +178,10 @@ async def _open(conninfo: str, threshold: int | None) -> AsyncConn:
     if reason := read_only_reason(conn):
         await conn.close()
         raise ReadOnlyServer(reason)
+    if _names_utc_otherwise(conn):
+        from scheduler.db.store.service import session_time_zone_utc  # noqa: PLC0415 - the store imports this module
+
+        await session_time_zone_utc(conn)
     _prepare(conn)
     return conn
 
@@ -196,6 +205,10 @@ def connect_sync(url: str, *, application_name: str, pooler: Pooler = "none") ->
     if reason := read_only_reason(conn):
         conn.close()
         raise ReadOnlyServer(reason)
+    if _names_utc_otherwise(conn):
+        from scheduler.db.store.service import session_time_zone_utc_sync  # noqa: PLC0415 - the store imports this module
+
+        session_time_zone_utc_sync(conn)
     _prepare(conn)
     return conn
 

@@ -26,6 +26,12 @@ from scheduler.domain.schedule import Timing, next_fire, prev_fire
 
 MAX_CATCHUP = 100
 _ONE_US = timedelta(microseconds=1)
+# Read once: on Python 3.11 an enum member looked up on its class costs a descriptor call, and
+# this module plans every fire.
+_SCHEDULE = RunTrigger.SCHEDULE
+_CATCHUP = RunTrigger.CATCHUP
+# The grace of each grace_s met so far: a job's plan compares against it on every claim.
+_GRACES: dict[int, timedelta] = {}
 
 
 class Fire(msgspec.Struct, frozen=True):
@@ -45,18 +51,18 @@ class SlotPlan(msgspec.Struct, frozen=True):
 
 def plan(timing: Timing, misfire: Misfire, slot: datetime, now: datetime) -> SlotPlan:
     """Decide the fires for a job whose next slot ``slot`` is due at ``now`` (the database clock)."""
-    grace = timedelta(seconds=misfire.grace_s)
+    grace = _GRACES.get(misfire.grace_s)
+    if grace is None:
+        grace = _GRACES[misfire.grace_s] = timedelta(seconds=misfire.grace_s)
     if now - slot <= grace:
-        return SlotPlan([Fire(slot, RunTrigger.SCHEDULE)], next_fire(timing, slot))
+        return SlotPlan([Fire(slot, _SCHEDULE)], next_fire(timing, slot))
     missed_before = now - grace  # slots strictly earlier than this are missed
     first_kept = next_fire(timing, max(slot, missed_before) - _ONE_US)
     catchups: list[Fire] = []
     if misfire.policy is not MisfirePolicy.SKIP:
         window_start = max(slot, now - timedelta(seconds=misfire.window_s))
         wanted = 1 if misfire.policy is MisfirePolicy.ONCE else MAX_CATCHUP
-        catchups = [
-            Fire(s, RunTrigger.CATCHUP) for s in last_fires(timing, window_start, missed_before, wanted)
-        ]
+        catchups = [Fire(s, _CATCHUP) for s in last_fires(timing, window_start, missed_before, wanted)]
     on_time, resume = _due_within_grace(timing, first_kept, now)
     return SlotPlan(catchups + on_time, resume)
 
@@ -68,7 +74,7 @@ def _due_within_grace(
     fires: list[Fire] = []
     moment = first
     while moment is not None and moment <= now and len(fires) < MAX_CATCHUP:
-        fires.append(Fire(moment, RunTrigger.SCHEDULE))
+        fires.append(Fire(moment, _SCHEDULE))
         moment = next_fire(timing, moment)
     return fires, moment
 

@@ -81,8 +81,20 @@ def recorded_as(decision: Decision, policy: OverlapPolicy, *, started: RunStatus
     ``started`` is what running means to the caller: running for a claim's HTTP call, succeeded for
     an action done inside the claim, pending for a manual run the runners will start.
     """
-    if decision is Decision.SKIP:
-        return Recorded(RunStatus.SKIPPED, waits=False, error=SKIP_REASON.format(policy=policy))
-    if decision is Decision.QUEUE:
-        return Recorded(RunStatus.PENDING, waits=True, error=None)
-    return Recorded(started, waits=False, error=None)
+    # Rows made once and shared (they are tuples): a claim asks once per fire.
+    if decision is _SKIP:
+        return _SKIPPED[policy]
+    if decision is _QUEUE:
+        return _QUEUED
+    return _STARTED[started]
+
+
+# Enum members read once: on Python 3.11 each `Decision.X` lookup costs a descriptor call.
+_SKIP = Decision.SKIP
+_QUEUE = Decision.QUEUE
+_SKIPPED = {
+    policy: Recorded(RunStatus.SKIPPED, waits=False, error=SKIP_REASON.format(policy=policy))
+    for policy in OverlapPolicy
+}
+_QUEUED = Recorded(RunStatus.PENDING, waits=True, error=None)
+_STARTED = {status: Recorded(status, waits=False, error=None) for status in RunStatus}

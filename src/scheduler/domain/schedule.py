@@ -110,12 +110,14 @@ class Cron:
 
     def next_after(self, after: datetime) -> datetime | None:
         """Return the first fire time strictly after ``after``, or None if there is none."""
-        if after.tzinfo is not UTC:
-            after = after.astimezone(UTC)
         window = self._window
         start = self._window_start
+        # Aware datetimes compare by instant whatever their zone: a hit (most fires) needs no
+        # conversion, which costs more than the lookup (the database hands out Etc/UTC datetimes).
         if start is not None and start <= after and window and after < window[-1]:
             return window[bisect.bisect_right(window, after)]
+        if after.tzinfo is not UTC:
+            after = after.astimezone(UTC)
         # One evaluation per miss: a job asking from its own position pays for one fire time,
         # not for a window it may never use.
         found = self._compute_next(after)
@@ -470,7 +472,7 @@ def next_fire(timing: Timing, after: datetime) -> datetime | None:
     Honors each entry's ``start_at`` (first fire at or after it) and ``end_at`` (no fire after it),
     and the exclusions.
     """
-    if timing.single:
+    if not timing.entries and timing.exclusions is None:  # `single`, inlined: once per fire
         return _next_one(timing, after)
     found = next_fire_from(timing, after)
     return None if found is None else found[0]

@@ -18,6 +18,19 @@ from scheduler.domain import overlap
 from scheduler.domain.models import OverlapPolicy, RunStatus, RunTrigger
 from scheduler.ids import uuid7
 
+# Read once: an enum member looked up on its class costs a descriptor call on Python 3.11.
+_QUEUE = OverlapPolicy.QUEUE
+_REPLACE = OverlapPolicy.REPLACE
+
+
+def needs_database(policy: OverlapPolicy, active_runs: int) -> bool:
+    """Whether deciding a locked job's fires asks or changes the database (`decide_fires`).
+
+    Only a job with unfinished runs under `queue` (a run may already wait) or `replace` (its runs
+    are cancelled) does; every other job's fires are decided by `overlap.decide` alone.
+    """
+    return active_runs > 0 and (policy is _QUEUE or policy is _REPLACE)
+
 
 async def decide_fires(
     conn: AsyncConn,

@@ -99,7 +99,11 @@ def run_log_action(
         scheduled_for=scheduled_for,
         payload=action.payload,
     )
-    return Outcome(status=RunStatus.SUCCEEDED, duration_ms=0)
+    return _LOGGED
+
+
+# Every log run ends the same way; the outcome is frozen, so one is shared (a log run per fire).
+_LOGGED = Outcome(status=RunStatus.SUCCEEDED, duration_ms=0)
 
 
 # ----------------------------------------------------------------------------------- text
@@ -225,10 +229,16 @@ def target_for(written: str) -> Target:
     return found
 
 
+@functools.lru_cache(maxsize=_TARGET_CACHE_SIZE)
+def _is_blocked(literal: IPAddress, allow_nets: tuple[Network, ...]) -> bool:
+    # Cached: a job calls the same address every time, and the rules walk a few dozen networks.
+    return blocked_reason(literal, allow_nets) is not None
+
+
 def _refuse_blocked_literal(target: Target, allow_nets: tuple[Network, ...]) -> None:
     """Refuse an IP-literal host before asking for a connection (the socket factory would too)."""
     literal = target.literal
-    if literal is not None and blocked_reason(literal, allow_nets) is not None:
+    if literal is not None and _is_blocked(literal, allow_nets):
         check_literal(target.url.raw_host or str(literal), allow_nets)  # raises, naming the spelling
 
 
@@ -273,14 +283,17 @@ class _Trail:
         self.request = request
         self.sent_headers: Mapping[str, str] | None = None
         """The headers exactly as the client sent them (`Host`, `Content-Length` ...), once it did."""
-        self.response_headers: dict[str, str] | None = None
+        self.response_headers: Mapping[str, str] | None = None
+        """The response's headers as received (aiohttp's read-only view): masked and capped only in
+        `kept`, so a run that keeps no exchange never pays for it."""
 
     def kept(self, outcome: Outcome) -> Outcome:
         """The outcome with the request and the response headers, masked and capped (`runner.exchange`)."""
         request = self.request
         headers = request.headers if self.sent_headers is None else self.sent_headers
         sent = sent_request(request.method, str(request.target.url), headers, request.content)
-        return msgspec.structs.replace(outcome, request=sent, response_headers=self.response_headers)
+        answered = None if self.response_headers is None else capped_headers(self.response_headers.items())
+        return msgspec.structs.replace(outcome, request=sent, response_headers=answered)
 
 
 def _next_hop(request: _Request, status: int, location: str, hops: list[URL]) -> _Request:
@@ -330,7 +343,7 @@ async def _exchange(
             status = response.status
             if trail is not None:
                 trail.sent_headers = response.request_info.headers
-                trail.response_headers = capped_headers(response.headers.items())
+                trail.response_headers = response.headers
             location = (
                 response.headers.get("location") if follow_redirects and status in REDIRECT_STATUSES else None
             )
@@ -350,17 +363,25 @@ async def run_http_action(
     every connection passes the outbound address rules; redirect hops, when the action follows
     them, are made here one by one through the same client. The timeout covers the whole attempt:
     connecting, sending, every hop and reading. The outcome also carries the request last sent and
-    its response's headers, masked and capped (`runner.exchange`), however the call ended.
+    its response's headers, masked and capped (`runner.exchange`), however the call ended, when the
+    client's ``record_exchange`` asks for it (every run, only runs that did not succeed, or none).
     """
-    trails: list[_Trail] = []
+    record = client.record_exchange
+    trails: list[_Trail] | None = None if record == "off" else []
     outcome = await _call(client, action, attempt, secrets, trails)
-    return trails[0].kept(outcome) if trails else outcome
+    if not trails or (record == "failures" and outcome.status is RunStatus.SUCCEEDED):
+        return outcome
+    return trails[0].kept(outcome)
 
 
 async def _call(
-    client: OutboundClient, action: HttpAction, attempt: Attempt, secrets: list[str], trails: list[_Trail]
+    client: OutboundClient,
+    action: HttpAction,
+    attempt: Attempt,
+    secrets: list[str],
+    trails: list[_Trail] | None,
 ) -> Outcome:
-    """The call of `run_http_action`; ``trails`` gets its `_Trail` once the request is made."""
+    """The call of `run_http_action`; ``trails`` gets its `_Trail` once the request is made (None: none)."""
     started = time.perf_counter()
     try:
         target = target_for(action.url)
@@ -377,15 +398,15 @@ async def _call(
     headers["webhook-timestamp"] = str(timestamp)
     headers["webhook-signature"] = sign(secrets, msg_id, timestamp, content or b"")
     hops: list[URL] = []
-    trails.append(_Trail(_Request(action.method, target, content, headers)))
+    request = _Request(action.method, target, content, headers)
+    trail = None
+    if trails is not None:
+        trail = _Trail(request)
+        trails.append(trail)
     try:
         async with asyncio.timeout(attempt.timeout_s):
             status, output = await _exchange(
-                client,
-                trails[0].request,
-                follow_redirects=action.follow_redirects,
-                hops=hops,
-                trail=trails[0],
+                client, request, follow_redirects=action.follow_redirects, hops=hops, trail=trail
             )
     except TimeoutError:
         return Outcome(

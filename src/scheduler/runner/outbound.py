@@ -18,7 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Self, TypeAlias
+from typing import Literal, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -28,6 +28,7 @@ from scheduler.config import Network
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver: TypeAlias = Callable[[str, int], Awaitable[list[IPAddress]]]
+RecordExchange: TypeAlias = Literal["all", "failures", "off"]
 
 ALLOW_HINT = "SCHEDULER_HTTP_ALLOW_NETS can open it"
 
@@ -316,10 +317,16 @@ class OutboundClient:
         max_connections: int = 100,
         resolve: Resolver = system_resolve,
         ssl_context: ssl.SSLContext | None = None,
+        record_exchange: RecordExchange = "all",
     ) -> None:
-        """Check against ``allow_nets``; hold at most ``max_connections``; resolve with ``resolve``."""
+        """Check against ``allow_nets``; hold at most ``max_connections``; resolve with ``resolve``.
+
+        ``record_exchange`` says which calls' runs keep the request and the response's headers
+        (`SCHEDULER_HTTP_RECORD_EXCHANGE`): every call, only the calls that did not succeed, or none.
+        """
         self.allow_nets = tuple(allow_nets)
         self.max_connections = max_connections
+        self.record_exchange: RecordExchange = record_exchange
         self.resolver = GuardedResolver(self.allow_nets, resolve=resolve)
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None

@@ -23,6 +23,9 @@ from scheduler.ids import uuid7
 from scheduler.operations import fires
 from scheduler.runner.actions import is_local
 
+# Enum members read once: on Python 3.11 each `RunStatus.X` lookup costs a descriptor call, per fire.
+_SUCCEEDED = RunStatus.SUCCEEDED
+_RUNNING = RunStatus.RUNNING
 # What the overlap policy made of a fire, as the fires metric names it.
 _FIRE_OUTCOME = {
     RunStatus.RUNNING: "started",
@@ -45,7 +48,10 @@ class ClaimCounts:
     fired_in: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """Fires by (namespace, trigger, what the overlap policy made of them), for the metrics."""
     lateness_s: list[float] = field(default_factory=list)
-    """How late each started fire was, for the metrics."""
+    """How late each started fire was at the claim."""
+    inline_lateness_s: list[float] = field(default_factory=list)
+    """The same for the fires finished inside the claim (log), which the lateness metric takes now;
+    an HTTP fire's is observed when its call starts (`Runner._execute`)."""
 
     @property
     def fired(self) -> Counter[tuple[str, str]]:
@@ -72,6 +78,9 @@ async def plan_claim(
     runs: list[store.NewRun] = []
     moves: list[store.Move] = []
     owners: dict[UUID, tuple[store.DueJob, RunTrigger]] = {}
+    # Bound once: this loop runs per fire, thousands of times a second.
+    late, late_inline = counts.lateness_s.append, counts.inline_lateness_s.append
+    fired_in, new_run = counts.fired_in, store.NewRun
     for job in due:
         if job.unreadable is not None:
             # Written by hand or by a newer version: stop the job, as for a broken schedule,
@@ -86,7 +95,8 @@ async def plan_claim(
             moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
             continue
         try:
-            slots = misfire.plan(job.timing, job.misfire, job.next_run_at, now)
+            # A job claimed ahead (its slot after now) is planned at its slot: it fires that slot, on time.
+            slots = misfire.plan(job.timing, job.misfire, job.next_run_at, max(now, job.next_run_at))
         except (ScheduleError, OverflowError) as exc:
             # The zone database changed under a stored job, or its next slot lies past year
             # 9999: stop the job rather than the runner.
@@ -99,33 +109,52 @@ async def plan_claim(
             )
             moves.append(store.Move(job_id=job.id, moves=True, next_run_at=None))
             continue
-        if slots.fires:
+        fired = slots.fires
+        if fired:
             local = is_local(job.action)
-            decisions = await fires.decide_fires(
-                conn,
-                job_id=job.id,
-                policy=job.overlap,
-                active_runs=job.active_runs,
-                fires=len(slots.fires),
-                finishes_at_once=local,
-            )
-            started = RunStatus.SUCCEEDED if local else RunStatus.RUNNING
-            for fire, decision in zip(slots.fires, decisions, strict=True):
-                row = overlap.recorded_as(decision, job.overlap, started=started)
-                if row.status is started:
-                    counts.lateness_s.append((now - fire.slot).total_seconds())
-                counts.fired_in[job.namespace, fire.trigger, _FIRE_OUTCOME[row.status]] += 1
-                run_id = uuid7(fire.slot)
-                owners[run_id] = (job, fire.trigger)
+            policy = job.overlap
+            if fires.needs_database(policy, job.active_runs):
+                decisions = await fires.decide_fires(
+                    conn,
+                    job_id=job.id,
+                    policy=policy,
+                    active_runs=job.active_runs,
+                    fires=len(fired),
+                    finishes_at_once=local,
+                )
+            else:
+                # Nothing can be waiting and nothing is displaced: the pure decision, no coroutine.
+                decisions = overlap.decide(
+                    policy,
+                    active_runs=job.active_runs,
+                    has_queued=False,
+                    fires=len(fired),
+                    finishes_at_once=local,
+                )
+            started = _SUCCEEDED if local else _RUNNING
+            namespace, job_id = job.namespace, job.id
+            for fire, decision in zip(fired, decisions, strict=True):
+                status, _, error = overlap.recorded_as(decision, policy, started=started)
+                slot, trigger = fire.slot, fire.trigger
+                if status is started:
+                    lateness = max(0.0, (now - slot).total_seconds())
+                    late(lateness)
+                    if local:  # an HTTP fire's lateness is observed when its call starts
+                        late_inline(lateness)
+                    fired_in[namespace, trigger, "started"] += 1
+                else:
+                    fired_in[namespace, trigger, _FIRE_OUTCOME[status]] += 1
+                run_id = uuid7(slot)
+                owners[run_id] = (job, trigger)
                 runs.append(
-                    store.NewRun(
+                    new_run(
                         id=run_id,
-                        job_id=job.id,
-                        scheduled_for=fire.slot,
-                        trigger=fire.trigger,
+                        job_id=job_id,
+                        scheduled_for=slot,
+                        trigger=trigger,
                         attempt=1,
-                        status=row.status,
-                        error=row.error,
+                        status=status,
+                        error=error,
                     )
                 )
         moves.append(store.Move(job_id=job.id, moves=True, next_run_at=slots.next_run_at))

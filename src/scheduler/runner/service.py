@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import start_http_server
 from structlog.typing import FilteringBoundLogger
 
+from scheduler import collector
 from scheduler.config import ConfigError, Settings, load_settings
 from scheduler.db.connections import ConnectionSource, Pool
 from scheduler.logs import configure_logging
@@ -46,7 +47,11 @@ def http_client(settings: Settings) -> OutboundClient:
     No proxies from the environment (a proxy would connect on our behalf, past the address rules),
     and no redirects unless an action asks (`run_http_action` then checks each hop).
     """
-    return OutboundClient(allow_nets=settings.http_allow_nets, max_connections=settings.runner_concurrency)
+    return OutboundClient(
+        allow_nets=settings.http_allow_nets,
+        max_connections=settings.runner_concurrency,
+        record_exchange=settings.http_record_exchange,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,7 @@ def main() -> None:
         print(f"scheduler runner: {exc}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
     configure_logging(settings)
+    collector.tune()
 
     async def run() -> None:
         stop = asyncio.Event()

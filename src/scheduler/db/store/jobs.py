@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -32,6 +33,9 @@ _json_encoder = msgspec.json.Encoder()
 _JOB = struct(
     Job,
     "job_insert",
+    "job_create",
+    "job_insert_many",
+    "job_update_many",
     "job_get",
     "job_lock",
     "job_get_by_name",
@@ -41,7 +45,7 @@ _JOB = struct(
     "job_list_failing",
     "job_update",
 )
-_ID = column("id", UUID, "job_delete")
+_ID = column("id", UUID, "job_delete", "job_delete_many")
 unread("id", queries=("job_lock_many",))
 unread("pg_advisory_xact_lock", queries=("job_apply_lock",))
 
@@ -55,6 +59,39 @@ _job_params = struct_params(JobValues)
 async def job_insert(conn: AsyncConn, values: JobValues) -> Job | None:
     """Create a job; None when its name is taken in its namespace."""
     return await fetch_one(conn, _JOB, "job_insert", _job_params(values))
+
+
+async def job_create(conn: AsyncConn, values: JobValues, *, shard: int, quota: int) -> Job | None:
+    """Create a job counted into ``shard`` of its namespace's count, in one statement.
+
+    None when that shard has no room under its share of ``quota`` (or is not there yet): nothing is
+    written. A name taken in the namespace raises `psycopg.errors.UniqueViolation`, and the count
+    is undone with the statement.
+    """
+    params = _job_params(values)
+    params["shard"] = shard
+    params["quota"] = quota
+    return await fetch_one(conn, _JOB, "job_create", params)
+
+
+def _columns(values: Sequence[JobValues]) -> dict[str, list[Any]]:
+    """The statement parameters of many jobs, one list per column (what `unnest` takes)."""
+    rows = [_job_params(value) for value in values]
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+async def job_insert_many(conn: AsyncConn, values: Sequence[JobValues]) -> list[Job]:
+    """Create jobs in one statement; a job whose name is taken in its namespace is left out."""
+    if not values:
+        return []
+    return await fetch_all(conn, _JOB, "job_insert_many", _columns(values))
+
+
+async def job_update_many(conn: AsyncConn, values: Sequence[JobValues]) -> list[Job]:
+    """Overwrite jobs as `job_update` does each, in one statement; those gone are left out."""
+    if not values:
+        return []
+    return await fetch_all(conn, _JOB, "job_update_many", _columns(values))
 
 
 async def job_get(conn: AsyncConn, *, namespace: str, job_id: UUID) -> Job | None:
@@ -157,6 +194,17 @@ async def job_pause_note_set(conn: AsyncConn, *, namespace: str, job_id: UUID, n
     await execute(conn, "job_pause_note_set", {"id": job_id, "namespace": namespace, "note": note})
 
 
+async def job_delete_many(conn: AsyncConn, *, namespace: str, job_ids: Sequence[UUID]) -> int:
+    """Delete these jobs of the namespace in one statement; how many there were.
+
+    Only for jobs with no unfinished runs (the caller holds their locks): nothing is cancelled.
+    """
+    if not job_ids:
+        return 0
+    params = {"namespace": namespace, "ids": list(job_ids)}
+    return len(await fetch_all(conn, _ID, "job_delete_many", params))
+
+
 async def job_delete(conn: AsyncConn, *, namespace: str, job_id: UUID) -> bool:
     """Delete the job; False when it did not exist in this namespace.
 
@@ -187,6 +235,11 @@ class DueJob(msgspec.Struct, kw_only=True):
 
 
 _STAND_IN = LogAction()
+# Actions decoded lately, by their stored JSON: jobs sharing an action (or one job claimed every
+# second) decode it once. Shared, so never changed in place (nothing does); a bounded dict emptied
+# when full, so a fleet of distinct actions costs at most what it did without it.
+_ACTIONS_KEPT = 4096
+_actions: dict[bytes, Action] = {}
 
 
 class _Claimed(msgspec.Struct, frozen=True):
@@ -222,12 +275,18 @@ def _due(  # noqa: PLR0917 - one parameter per column of the claim, in its order
 ) -> _Claimed:
     # Runs once per fire: the builder takes the columns as they come, with no lookup per row.
     unreadable = None
-    try:
-        decoded: Action = _action_decoder.decode(action)
-    except msgspec.MsgspecError as exc:
-        # Written by hand or by a newer version (a field this runner does not know): the claim
-        # stops this job and fires the rest of the batch.
-        decoded, unreadable = _STAND_IN, str(exc)
+    decoded: Action | None = _actions.get(action)
+    if decoded is None:
+        try:
+            decoded = _action_decoder.decode(action)
+        except msgspec.MsgspecError as exc:
+            # Written by hand or by a newer version (a field this runner does not know): the claim
+            # stops this job and fires the rest of the batch.
+            decoded, unreadable = _STAND_IN, str(exc)
+        else:
+            if len(_actions) >= _ACTIONS_KEPT:
+                _actions.clear()
+            _actions[action] = decoded
     due = DueJob(
         id=id,
         namespace=namespace,
@@ -263,13 +322,17 @@ _DUE = built(_due, "job_claim_due")
 
 
 async def job_claim_due(
-    conn: AsyncConn, *, limit: int, now: datetime | None = None
+    conn: AsyncConn, *, limit: int, now: datetime | None = None, lookahead_s: float = 0.0
 ) -> tuple[list[DueJob], datetime | None]:
     """Lock up to ``limit`` due jobs (caller's transaction); return them and the claim's now.
 
-    Due means at ``now``, the database's clock unless a test passes one.
+    Due means at ``now``, the database's clock unless a test passes one; HTTP jobs whose overlap
+    policy cannot change before their slot are due ``lookahead_s`` early (their ``next_run_at`` is
+    then later than the claim's now).
     """
-    claimed = await fetch_all(conn, _DUE, "job_claim_due", {"limit": limit, "now": now})
+    claimed = await fetch_all(
+        conn, _DUE, "job_claim_due", {"limit": limit, "now": now, "lookahead_s": float(lookahead_s)}
+    )
     if not claimed:
         return [], None
     return [row.job for row in claimed], claimed[0].db_now
@@ -296,9 +359,13 @@ def _next_due(slot_in_s: Decimal | None, pending_in_s: Decimal | None) -> NextDu
 _NEXT_DUE = built(_next_due, "job_next_due")
 
 
-async def job_next_due(conn: AsyncConn) -> NextDue:
-    """How long the runner may sleep, by the database clock."""
-    return await fetch_one(conn, _NEXT_DUE, "job_next_due") or NextDue(None, None)
+async def job_next_due(conn: AsyncConn, *, lookahead_s: float = 0.0) -> NextDue:
+    """How long the runner may sleep, by the database clock: until the earliest job is claimable.
+
+    That is ``lookahead_s`` before its slot when `job_claim_due` may take it that early.
+    """
+    found = await fetch_one(conn, _NEXT_DUE, "job_next_due", {"lookahead_s": float(lookahead_s)})
+    return found or NextDue(None, None)
 
 
 _BACKLOG = column("backlog", int, "job_due_backlog")

@@ -6,13 +6,24 @@ from datetime import date
 
 import msgspec
 
-from scheduler.db.connections import AsyncConn
+from scheduler.db.connections import AsyncConn, SyncConn
+from scheduler.db.queries import q
 from scheduler.db.rows import column, execute, fetch_one
 
 # ------------------------------------------------------------------------ readiness and channels
 
 
 _WRITABLE = column("writable", bool, "health_check")
+
+
+async def session_time_zone_utc(conn: AsyncConn) -> None:
+    """Name a new session's zone UTC; only where it is UTC under another name (Etc/UTC)."""
+    await execute(conn, "session_time_zone_utc")
+
+
+def session_time_zone_utc_sync(conn: SyncConn) -> None:
+    """The same on a blocking connection (migrations, command-line tools)."""
+    conn.execute(q("session_time_zone_utc"))
 
 
 async def health_check(conn: AsyncConn) -> bool:
