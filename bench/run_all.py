@@ -148,7 +148,7 @@ def markdown(results: dict[str, dict[str, Any]], names: list[str]) -> str:
         where = sorted({m for m, _ in machines})
         when = sorted(w for _, w in machines if w)
         span = f"{when[0]} to {when[-1]}" if when and when[0] != when[-1] else (when[0] if when else "")
-        lines += ["", f"Measured on {', '.join(where)}; {span}."]
+        lines += ["", f"Measured on {' and on '.join(where)}; {span}."]
     return "\n".join(lines)
 
 
