@@ -6,6 +6,7 @@ Each limit is checked for its answer and for the service serving normally afterw
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -213,9 +214,10 @@ class TestQuotaUnderRealConcurrency:
     ):
         quota, sent = 150, 400
         url = served_api(procs, workers=2, namespace_job_quota=quota, db_pool_max=32)
-        # 32 connections: a fresh-clone CI run once saw one of 64 reset (httpx.ReadError) before any
-        # answer, on a machine running the whole suite; the race at the edge is the same with 32.
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        # 64 connections, each reused for several requests: on a loaded machine the client can leave
+        # one idle for seconds between them, so this also proves the API keeps idle connections open
+        # longer than httpx does (a server closing one as the client reuses it resets the request).
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
             made = await asyncio.gather(
                 *(client.post("/jobs", json={"name": f"edge-{i}", **LOG_JOB}) for i in range(sent))
@@ -256,3 +258,21 @@ class TestQuotaUnderRealConcurrency:
             " + (SELECT sum(jobs) FROM namespace_usage_shards WHERE namespace = 'default')"
         )
         assert counted == [(2,)]
+
+
+class TestIdleConnections:
+    """A client's idle keep-alive connection outlives the client's own pool timeout on the server."""
+
+    def test_a_connection_idle_past_five_seconds_still_answers(self, procs):
+        # uvicorn closes an idle connection after 5 s unless told otherwise, the same time httpx
+        # keeps one: a request sent on it as the server closes it is reset. The API keeps idle
+        # connections for KEEP_ALIVE_S (75 s), longer than clients and proxies keep theirs.
+        url = served_api(procs, workers=1)
+        host, port = url.removeprefix("http://").split(":")
+        request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(6)  # the scenario itself: the connection idles past uvicorn's default
+            conn.sendall(request)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")

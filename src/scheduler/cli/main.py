@@ -17,6 +17,12 @@ from scheduler.cli.declared import add_declared_parsers, apply_command, runs_com
 from scheduler.cli.parser import add_jobs_parser
 from scheduler.config import ConfigError, Settings, load_settings
 
+# How long an idle keep-alive connection stays open (uvicorn's default is 5 s). A server that closes
+# an idle connection first races the client's or proxy's next request on it: that request is reset
+# (httpx.ReadError, a load balancer's 502). Clients and proxies drop idle connections sooner (httpx
+# 5 s, nginx upstream 60 s, AWS ALB 60 s by default), so they never reuse one the API is closing.
+KEEP_ALIVE_S = 75
+
 
 def _settings() -> Settings:
     try:
@@ -81,6 +87,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         access_log=False,
         log_level="warning",
         server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return 0
 

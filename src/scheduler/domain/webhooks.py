@@ -7,6 +7,7 @@ separated by spaces, so receivers keep verifying while a namespace rotates its s
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -49,5 +50,5 @@ def sign(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
     for secret in secrets_:
         mac = _keyed(secret).copy()
         mac.update(signed)
-        parts.append("v1," + base64.b64encode(mac.digest()).decode())
-    return " ".join(parts)
+        parts.append("v1," + binascii.b2a_base64(mac.digest(), newline=False).decode())
+    return parts[0] if len(parts) == 1 else " ".join(parts)

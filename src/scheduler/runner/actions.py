@@ -393,7 +393,8 @@ async def _call(
     headers = {"user-agent": USER_AGENT, "accept-encoding": "identity", "traceparent": traceparent(attempt)}
     if content_type is not None:
         headers["content-type"] = content_type
-    headers.update(action.headers)
+    if action.headers:
+        headers.update(action.headers)
     headers["webhook-id"] = msg_id
     headers["webhook-timestamp"] = str(timestamp)
     headers["webhook-signature"] = sign(secrets, msg_id, timestamp, content or b"")
