@@ -214,7 +214,7 @@ def plans(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             "paused": None,
             "limit": PAGE,
         }
-        run_list = {"job_id": busy, "status": None, "limit": PAGE}
+        run_list = {"job_id": busy, "statuses": None, "limit": PAGE}
         cases: list[tuple[str, str, str, dict[str, Any]]] = [
             (
                 "job_claim_due",
