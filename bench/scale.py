@@ -189,6 +189,64 @@ def explain(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) ->
     return plan
 
 
+def plan_cases(
+    *, busy: Any, deep_after: str, deep_run: Any, middle_run: Any
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The hot queries EXPLAINed: (query, case, the index it must use, its parameters).
+
+    ``busy`` is the job with the long history, ``deep_after`` the name a deep jobs page starts
+    after, ``deep_run`` and ``middle_run`` (id, scheduled_for, attempt) rows of ``busy``'s history.
+    tests/unit/test_bench_scale.py checks the parameters name exactly what each query reads.
+    """
+    job_list = {
+        "namespace": "default",
+        "prefix_low": "",
+        "prefix_high": "\x7f",
+        "labels": "{}",
+        "paused": None,
+        "limit": PAGE,
+    }
+    run_list = {"job_id": busy, "statuses": None, "limit": PAGE}
+    return [
+        (
+            "job_claim_due",
+            "claim (batch 500)",
+            "jobs_due_idx",
+            {"limit": 500, "now": None, "lookahead_s": 0.5},
+        ),
+        ("job_list", "jobs, first page", "jobs_namespace_name_key", job_list | {"after_name": ""}),
+        (
+            "job_list",
+            "jobs, deep cursor",
+            "jobs_namespace_name_key",
+            job_list | {"after_name": deep_after},
+        ),
+        (
+            "run_list_for_job",
+            "runs of a job, first page",
+            "runs_slot_key",
+            run_list | {"before_slot": "infinity", "before_attempt": 2**31 - 1},
+        ),
+        (
+            "run_list_for_job",
+            "runs of a job, deep cursor",
+            "runs_slot_key",
+            run_list | {"before_slot": deep_run[1], "before_attempt": deep_run[2]},
+        ),
+        (
+            "run_get",
+            "one run by id",
+            "runs_pkey",
+            {
+                "id": middle_run[0],
+                "slot_from": middle_run[1],
+                "slot_to": middle_run[1] + timedelta(milliseconds=1),
+                "namespace": "default",
+            },
+        ),
+    ]
+
+
 def plans(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """EXPLAIN every hot query; return the checks and the ids and cursors the API part reuses."""
     with psycopg.connect(url) as conn:
@@ -206,53 +264,7 @@ def plans(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         # Nine tenths down the history: deep, with many pages still behind it.
         deep_run = runs[max(0, len(runs) - max(PAGE + 1, len(runs) // 10))]
         middle_run = runs[len(runs) // 2]
-        job_list = {
-            "namespace": "default",
-            "prefix_low": "",
-            "prefix_high": "\x7f",
-            "labels": "{}",
-            "paused": None,
-            "limit": PAGE,
-        }
-        run_list = {"job_id": busy, "statuses": None, "limit": PAGE}
-        cases: list[tuple[str, str, str, dict[str, Any]]] = [
-            (
-                "job_claim_due",
-                "claim (batch 500)",
-                "jobs_due_idx",
-                {"limit": 500, "now": None, "lookahead_s": 0.5},
-            ),
-            ("job_list", "jobs, first page", "jobs_namespace_name_key", job_list | {"after_name": ""}),
-            (
-                "job_list",
-                "jobs, deep cursor",
-                "jobs_namespace_name_key",
-                job_list | {"after_name": deep_after},
-            ),
-            (
-                "run_list_for_job",
-                "runs of a job, first page",
-                "runs_slot_key",
-                run_list | {"before_slot": "infinity", "before_attempt": 2**31 - 1},
-            ),
-            (
-                "run_list_for_job",
-                "runs of a job, deep cursor",
-                "runs_slot_key",
-                run_list | {"before_slot": deep_run[1], "before_attempt": deep_run[2]},
-            ),
-            (
-                "run_get",
-                "one run by id",
-                "runs_pkey",
-                {
-                    "id": middle_run[0],
-                    "slot_from": middle_run[1],
-                    "slot_to": middle_run[1] + timedelta(milliseconds=1),
-                    "namespace": "default",
-                },
-            ),
-        ]
+        cases = plan_cases(busy=busy, deep_after=deep_after, deep_run=deep_run, middle_run=middle_run)
         checks = []
         for name, title, expected, params in cases:
             found = check_plan(explain(conn, name, params), expected, catalog)
